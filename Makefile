@@ -1,0 +1,52 @@
+# Two commands a newcomer needs: `make serve` and `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+WEIGHTS ?= weights
+
+.PHONY: serve serve-gpu test lint typecheck check prometheus clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.serve: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[serve]'
+	touch $@
+
+$(VENV)/.all: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[serve,train,dev]'
+	touch $@ $(VENV)/.serve
+
+## Start the REST service on the bundled weights (http://$(HOST):$(PORT)/docs).
+serve: $(VENV)/.serve
+	CXR_WEIGHTS_DIR=$(WEIGHTS) $(BIN)/uvicorn service.app:create_app --factory --host $(HOST) --port $(PORT)
+
+## Same, on ONNX Runtime's CUDA provider.
+serve-gpu: $(VENV)/.serve
+	$(BIN)/pip uninstall -q -y onnxruntime && $(BIN)/pip install -q -e '.[serve,gpu]'
+	CXR_WEIGHTS_DIR=$(WEIGHTS) $(BIN)/uvicorn service.app:create_app --factory --host $(HOST) --port $(PORT)
+
+## Install everything, then lint, type-check and run the whole suite.
+test: $(VENV)/.all prometheus
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy service model_export/ssacl
+	$(BIN)/pytest -q -p no:cacheprovider
+
+lint: $(VENV)/.all
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+typecheck: $(VENV)/.all
+	$(BIN)/mypy service model_export/ssacl
+
+## The real Prometheus (Debian package) for the monitoring tests.
+prometheus:
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null || \
+	  { if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; \
+	    else echo "prometheus missing: apt-get install prometheus (monitoring tests will skip)"; fi; }
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""SS-ACL inference microservice (FastAPI + ONNX Runtime; no torch)."""
