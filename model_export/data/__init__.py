@@ -1,0 +1,1 @@
+"""Training data: phantom generator, dataset readers and tokenizers."""

@@ -1,0 +1,1 @@
+"""ONNX Runtime inference engine: reports with per-sentence grounding, phrase grounding."""
