@@ -1,0 +1,1 @@
+"""Image ingestion: DICOM / PNG / JPEG bytes -> grey float image -> model input (pure)."""

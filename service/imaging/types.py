@@ -1,0 +1,48 @@
+"""Value types of image ingestion."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    """Bounds enforced before any pixel is decoded."""
+
+    max_bytes: int = 64 * 1024 * 1024  # request body / file size, bytes
+    max_pixels: int = 50_000_000  # width * height, refuses decompression bombs
+    min_side: int = 32  # smallest accepted width or height, pixels
+
+
+@dataclass(frozen=True)
+class DicomFacts:
+    """Non-identifying DICOM attributes used for rendering (safe to log and return)."""
+
+    modality: str | None
+    body_part: str | None
+    view_position: str | None
+    photometric_interpretation: str
+    bits_stored: int
+    transfer_syntax: str  # UID name, e.g. "JPEG 2000 Image Compression (Lossless Only)"
+    rows: int
+    columns: int
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """A decoded radiograph: (H, W) float32 in [0, 1], white = dense (MONOCHROME2 sense)."""
+
+    pixels: np.ndarray
+    source: str  # "dicom" | "png" | "jpeg"
+    dicom: DicomFacts | None = None
+    warnings: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def height(self) -> int:
+        return int(self.pixels.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.pixels.shape[1])
