@@ -32,3 +32,22 @@ class Study:
     source: str = ""  # "mimic-cxr", "iu-xray", "iu-xml", "folder", "phantom"
     labels: dict[str, int] = field(default_factory=dict)
     tags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class TrainSample:
+    """One training example from any source, before tokenisation and collation.
+
+    ``labels`` has 14 entries in ``anatomy.CHEXPERT_LABELS`` order (1 positive, 0 otherwise);
+    ``label_mask`` is 1 where the label is known (folder images know only their mapped labels,
+    report sources know all 14 through the rule-based labeler). ``report`` is None for images
+    without a report (plain image folders): they feed only L_ir, L_ar, L_ac (no soft term)
+    and the entity head.
+    """
+
+    image: object  # np.ndarray (S, S) float32 in [0, 1], already resized to the model size
+    report: str | None
+    labels: tuple[float, ...]
+    label_mask: tuple[float, ...]
+    source: str
+    sample_id: str
