@@ -42,6 +42,15 @@ lint: $(VENV)/.all
 typecheck: $(VENV)/.all
 	$(BIN)/mypy service model_export/ssacl
 
+## Deployment files: Dockerfile lint, compose files against the Compose Specification,
+## Prometheus config and rules, alert unit tests (all also run by tests/deploy).
+check: $(VENV)/.all prometheus
+	$(BIN)/hadolint --config deploy/hadolint.yaml Dockerfile
+	$(BIN)/docker-compose --env-file .env.example -f docker-compose.yml config -q
+	$(BIN)/docker-compose --env-file .env.example -f docker-compose.yml -f docker-compose.cpu.yml config -q
+	promtool check config deploy/prometheus/prometheus.yml
+	promtool test rules deploy/prometheus/alerts_test.yml
+
 ## The real Prometheus (Debian package) for the monitoring tests.
 prometheus:
 	@command -v prometheus >/dev/null && command -v promtool >/dev/null || \
