@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 
 GRAPH_VERSION = "ssacl-release-3a45ed6"  # the release revision the tree was read from
 
@@ -195,7 +195,7 @@ def path(node: str | int) -> tuple[str, ...]:
     return tuple(NODE_NAMES[j] for j in (*reversed(ancestors(i)), i))
 
 
-@lru_cache(maxsize=None)
+@cache
 def leaves_under(node: str | int) -> tuple[int, ...]:
     """Leaf node ids under ``node`` (itself if a leaf), in leaf-prompt order."""
     i = node_id(node)
@@ -297,17 +297,26 @@ _EXTRA: list[tuple[str, tuple[str, ...]]] = [
     (r"\bl ?u ?l\b", ("left upper lung zone",)),
     (r"\bl ?l ?l\b", ("left lower lung zone",)),
     (r"lingula(?:r)?", ("left mid lung zone",)),
-    (r"bibasilar|bibasal|bibasally|(?:lung )?bases", ("right lower lung zone", "left lower lung zone")),
+    (
+        r"bibasilar|bibasal|bibasally|(?:lung )?bases",
+        ("right lower lung zone", "left lower lung zone"),
+    ),
     (r"biapical|(?:lung )?apices", ("right apical zone", "left apical zone")),
     (r"hila|hilar", ("right hilar structures", "left hilar structures")),
-    (r"costophrenic angles|cp angles|costophrenic sulci", ("right costophrenic angle", "left costophrenic angle")),
+    (
+        r"costophrenic angles|cp angles|costophrenic sulci",
+        ("right costophrenic angle", "left costophrenic angle"),
+    ),
     (r"hemidiaphragms|diaphragms?", ("right hemidiaphragm", "left hemidiaphragm")),
     (r"clavicles", ("right clavicle", "left clavicle")),
     (r"right clavic(?:le|ular)", ("right clavicle",)),
     (r"left clavic(?:le|ular)", ("left clavicle",)),
     (r"lungs?|lung fields?|lung volumes|pulmonary|pleural spaces?", ("lungs",)),
     (r"heart|cardiac(?: silhouette| contour| size)?|cardiomegaly", ("cardiac silhouette",)),
-    (r"cardiomediastinal(?: silhouette| contours?)?|mediastin(?:um|al)(?: contours?)?", ("mediastinum",)),
+    (
+        r"cardiomediastinal(?: silhouette| contours?)?|mediastin(?:um|al)(?: contours?)?",
+        ("mediastinum",),
+    ),
     (r"upper mediastinum|superior mediastinum|paratracheal", ("upper mediastinum",)),
     (r"trachea|tracheal", ("trachea",)),
     (r"carina", ("carina",)),
@@ -349,9 +358,9 @@ def find_mentions(text: str) -> list[Mention]:
             found.append(Mention(m.start(), m.end(), text[m.start() : m.end()], ids))
     found.sort(key=lambda m: (-(m.end - m.start), m.start))
     taken: list[Mention] = []
-    for m in found:
-        if all(m.end <= t.start or m.start >= t.end for t in taken):
-            taken.append(m)
+    for cand in found:
+        if all(cand.end <= t.start or cand.start >= t.end for t in taken):
+            taken.append(cand)
     return sorted(taken, key=lambda m: m.start)
 
 

@@ -1,0 +1,1 @@
+"""The HTTP layer: routes, schemas, problem responses, auth, micro-batching, request logging."""

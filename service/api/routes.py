@@ -1,0 +1,239 @@
+"""``POST /report``, ``POST /ground`` and ``GET /model`` (mounted under ``/v1`` and unversioned).
+
+Routes are ``async`` only to await the body and the batcher: decoding, the engine and PNG
+encoding all run in worker threads.
+"""
+
+from __future__ import annotations
+
+import time
+from functools import partial
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
+
+from model_export.ssacl import anatomy
+from service.imaging.types import DecodedImage
+from service.inference.types import Engine, GenerateOptions, Grounding
+from service.metrics import STAGES
+from service.settings import MAX_BEAM_SIZE
+
+from . import convert
+from .auth import require_api_key
+from .deps import BatcherDep, EngineDep, ImagingDep, StateDep, admitted
+from .errors import PROBLEM_MEDIA_TYPE, VALIDATION, ApiError
+from .inputs import (
+    MULTIPART,
+    RAW_TYPES,
+    Imaging,
+    Upload,
+    collect_phrases,
+    decode_limits,
+    heatmap_shape,
+    read_upload,
+)
+from .schemas import GroundResponse, ModelResponse, ProblemOut, ReportResponse
+from .state import AppState, request_id_of
+
+_PROBLEM = {"model": ProblemOut, "content": {PROBLEM_MEDIA_TYPE: {}}}
+PROBLEMS: dict[int | str, dict[str, Any]] = {
+    code: {**_PROBLEM, "description": desc}
+    for code, desc in {
+        400: "Malformed multipart body",
+        401: "Missing or invalid API key",
+        413: "Body or image too large",
+        415: "Unsupported media type",
+        422: "Invalid parameters, or an image that cannot be decoded or used",
+        503: "Overloaded or not ready (see Retry-After)",
+        504: "Timed out",
+    }.items()
+}
+
+
+def _image_body(extra_fields: dict[str, Any]) -> dict[str, Any]:
+    """OpenAPI requestBody: multipart ``file`` (+ fields) or a raw typed image."""
+    binary = {"type": "string", "format": "binary"}
+    form = {"type": "object", "required": ["file"], "properties": {"file": binary, **extra_fields}}
+    content = {MULTIPART: {"schema": form}, **{t: {"schema": binary} for t in RAW_TYPES}}
+    return {"requestBody": {"required": True, "content": content}}
+
+
+async def _decode(imaging: Imaging, state: AppState, upload: Upload) -> tuple[DecodedImage, float]:
+    """Decode an upload in a worker thread; (image, seconds)."""
+    t0 = time.perf_counter()
+    img = await run_in_threadpool(
+        imaging.decode, upload.data, upload.content_type, decode_limits(state.settings)
+    )
+    return img, time.perf_counter() - t0
+
+
+def _observe(state: AppState, timings_s: dict[str, float]) -> None:
+    for stage, seconds in timings_s.items():
+        if stage in STAGES:
+            state.metrics.stage_latency.labels(stage=stage).observe(seconds)
+
+
+async def report(
+    request: Request,
+    state: StateDep,
+    engine: EngineDep,
+    batcher: BatcherDep,
+    imaging: ImagingDep,
+    beam_size: Annotated[int | None, Query(ge=1, le=MAX_BEAM_SIZE)] = None,
+    max_new_tokens: Annotated[int | None, Query(ge=1, le=1000)] = None,
+    heatmaps: bool | None = None,
+    heatmap_size: Annotated[int | None, Query(ge=8, le=8192, description="max side, px")] = None,
+    colormap: bool | None = None,
+) -> ReportResponse:
+    """Report text, entities, anatomy candidates and per-sentence grounding (boxes, heatmaps)."""
+    s = state.settings
+    if max_new_tokens is not None and max_new_tokens > s.max_new_tokens_limit:
+        raise ApiError(VALIDATION, f"max_new_tokens: at most {s.max_new_tokens_limit}")
+    t0 = time.perf_counter()
+    async with admitted(state):
+        upload = await read_upload(request, max_fields=4)
+        img, decode_s = await _decode(imaging, state, upload)
+        options = GenerateOptions(
+            beam_size=beam_size or s.default_beam_size,
+            max_new_tokens=max_new_tokens or s.default_max_new_tokens,
+            heatmaps=s.heatmaps_default if heatmaps is None else heatmaps,
+            heatmap_size=heatmap_shape(img.height, img.width, heatmap_size or s.heatmap_max_side),
+        )
+        done = await batcher.generate(img.pixels, options, s.request_timeout_s)
+        rep = done.report
+        request.state.batch_size = done.batch_size
+        request.state.queue_ms = round(done.queue_s * 1000.0, 2)
+        _observe(state, {"decode": decode_s, **rep.timings})
+        state.metrics.tokens.inc(rep.num_tokens)
+        state.metrics.reports.inc()
+        timings = {"decode": decode_s, "queue": done.queue_s, **rep.timings}
+        out = await run_in_threadpool(
+            partial(
+                convert.report_response,
+                rep,
+                img,
+                request_id=request_id_of(request.scope),
+                model=convert.model_ref(engine.model_facts),
+                timings_ms=convert.ms(timings),
+                batch_size=done.batch_size,
+                colormap=s.heatmap_colormap_default if colormap is None else colormap,
+                png=imaging.heatmap_png,
+            )
+        )
+    out.timings_ms["total"] = round((time.perf_counter() - t0) * 1000.0, 2)  # incl. PNGs
+    return out
+
+
+def _timed_ground(
+    engine: Engine, image: np.ndarray, phrases: list[str]
+) -> tuple[list[Grounding], float]:
+    """engine.ground plus its wall time (runs in an engine slot)."""
+    t0 = time.perf_counter()
+    out = engine.ground(image, phrases)
+    if len(out) != len(phrases):
+        raise RuntimeError(f"engine returned {len(out)} groundings for {len(phrases)} phrases")
+    return out, time.perf_counter() - t0
+
+
+async def ground(
+    request: Request,
+    state: StateDep,
+    engine: EngineDep,
+    batcher: BatcherDep,
+    imaging: ImagingDep,
+    phrase: Annotated[list[str] | None, Query(description="repeatable")] = None,
+    heatmaps: bool = True,
+    colormap: bool | None = None,
+) -> GroundResponse:
+    """Per phrase: best anatomy node, similarity score, box and heatmap."""
+    s = state.settings
+    t0 = time.perf_counter()
+    async with admitted(state):
+        upload = await read_upload(request, max_fields=s.max_phrases + 4)
+        phrases = collect_phrases(phrase or [], upload, s)
+        img, decode_s = await _decode(imaging, state, upload)
+        (groundings, ground_s), queue_s = await batcher.call(
+            partial(_timed_ground, engine, img.pixels, phrases), s.request_timeout_s
+        )
+        request.state.queue_ms = round(queue_s * 1000.0, 2)
+        _observe(state, {"decode": decode_s, "ground": ground_s})
+        timings = {"decode": decode_s, "queue": queue_s, "ground": ground_s}
+        res = await run_in_threadpool(
+            partial(
+                convert.ground_response,
+                groundings,
+                img,
+                request_id=request_id_of(request.scope),
+                model=convert.model_ref(engine.model_facts),
+                timings_ms=convert.ms(timings),
+                heatmaps=heatmaps,
+                colormap=s.heatmap_colormap_default if colormap is None else colormap,
+                png=imaging.heatmap_png,
+            )
+        )
+    res.timings_ms["total"] = round((time.perf_counter() - t0) * 1000.0, 2)  # incl. PNGs
+    return res
+
+
+def model(state: StateDep, engine: EngineDep) -> ModelResponse:
+    """Manifest facts, execution provider, anatomy graph, labels, input size and API limits."""
+    facts = dict(engine.model_facts)
+    s = state.settings
+    size = facts.get("input_size")
+    labels = facts.get("labels", anatomy.CHEXPERT_LABELS)
+    return ModelResponse(
+        model=convert.model_ref(facts),
+        provider=engine.provider,
+        input_size=size if isinstance(size, (int, list)) else None,
+        labels=[str(x) for x in labels] if isinstance(labels, (list, tuple)) else [],
+        facts=facts,
+        anatomy=anatomy.graph_dict(),
+        limits={
+            "max_body_bytes": s.max_body_bytes,
+            "max_pixels": s.max_pixels,
+            "min_side": s.min_side,
+            "max_beam_size": MAX_BEAM_SIZE,
+            "max_new_tokens": s.max_new_tokens_limit,
+            "max_phrases": s.max_phrases,
+            "max_phrase_chars": s.max_phrase_chars,
+            "max_batch": s.max_batch,
+            "request_timeout_s": s.request_timeout_s,
+        },
+    )
+
+
+def build_router(prefix: str = "", deprecated: bool = False) -> APIRouter:
+    """The model routes under ``prefix`` (route templates include it, e.g. ``/v1/report``)."""
+    router = APIRouter(prefix=prefix, dependencies=[Depends(require_api_key)])
+    router.add_api_route(
+        "/report",
+        report,
+        methods=["POST"],
+        response_model=ReportResponse,
+        responses=PROBLEMS,
+        openapi_extra=_image_body({}),
+        summary="Generate a grounded report for one chest X-ray",
+        deprecated=deprecated,
+    )
+    router.add_api_route(
+        "/ground",
+        ground,
+        methods=["POST"],
+        response_model=GroundResponse,
+        responses=PROBLEMS,
+        openapi_extra=_image_body({"phrase": {"type": "array", "items": {"type": "string"}}}),
+        summary="Ground free-text phrases on one chest X-ray",
+        deprecated=deprecated,
+    )
+    router.add_api_route(
+        "/model",
+        model,
+        methods=["GET"],
+        response_model=ModelResponse,
+        responses=PROBLEMS,
+        summary="Model facts",
+        deprecated=deprecated,
+    )
+    return router

@@ -1,0 +1,103 @@
+"""Service configuration: one pydantic-settings class, read from ``CXR_*`` variables and ``.env``.
+
+Build it with :func:`get_settings` (tests pass their own ``Settings(...)`` to ``create_app``);
+nothing is read at import time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+MAX_BEAM_SIZE = 5  # the API accepts beam_size 1..5
+
+
+class Settings(BaseSettings):
+    """Every knob of the service; env var = ``CXR_`` + upper-case field name."""
+
+    model_config = SettingsConfigDict(env_prefix="CXR_", env_file=".env", extra="ignore")
+
+    # --- model ---
+    weights_dir: Path = Path("weights")  # folder holding manifest.json and the ONNX graphs
+    provider: Literal["auto", "cpu", "cuda"] = "auto"  # ORT provider; auto = CUDA if available
+    # ORT intra-op threads per session; None = ORT's default (all cores)
+    intra_op_threads: int | None = Field(default=None, ge=1, le=256)
+
+    # --- auth ---
+    auth_enabled: bool = False  # require an API key on /v1/* (health and metrics stay open)
+    # accepted keys; env: comma-separated (CXR_API_KEYS=key1,key2)
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+
+    # --- bounded work and micro-batching ---
+    max_concurrency: int = Field(default=1, ge=1, le=64)  # engine batches at once (threads)
+    queue_size: int = Field(default=16, ge=1, le=10_000)  # requests waiting for the engine
+    # wait up to this long for more requests to fill a batch; 0 = never wait
+    batch_window_ms: float = Field(default=10.0, ge=0, le=1000)
+    max_batch: int = Field(default=8, ge=1, le=64)  # images per engine call; 1 = no batching
+    # queue wait + engine time per request before a 504
+    request_timeout_s: float = Field(default=60.0, gt=0, le=600)
+    retry_after_s: int = Field(default=2, ge=1, le=3600)  # Retry-After of 503 responses, s
+
+    # --- input limits ---
+    max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)  # request body (413 above)
+    max_pixels: int = Field(default=50_000_000, ge=1024)  # width * height (413 above)
+    min_side: int = Field(default=32, ge=1)  # smallest accepted width or height, pixels
+    max_phrases: int = Field(default=8, ge=1, le=64)  # phrases per /v1/ground request
+    max_phrase_chars: int = Field(default=200, ge=1, le=2000)  # characters per phrase
+
+    # --- decoding defaults and bounds ---
+    default_beam_size: int = Field(default=3, ge=1, le=MAX_BEAM_SIZE)  # the release uses 3
+    default_max_new_tokens: int = Field(default=100, ge=1)  # the release caps at 100 tokens
+    max_new_tokens_limit: int = Field(default=200, ge=1, le=1000)  # largest accepted
+
+    # --- heatmap defaults (query parameters override per request) ---
+    heatmaps_default: bool = True  # return per-sentence heatmaps unless ?heatmaps=false
+    heatmap_colormap_default: bool = False  # grey PNG (False) or RGBA jet (True)
+    # longest heatmap side, px (never upscaled); None = original image size
+    heatmap_max_side: int | None = Field(default=None, ge=8, le=8192)
+
+    # --- logging ---
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"  # JSON logs to stderr
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: Any) -> Any:
+        """Accept ``"k1,k2"`` (env) as well as a list."""
+        if isinstance(value, str):
+            return [k.strip() for k in value.split(",") if k.strip()]
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        """Cross-field rules; each message says how to fix the configuration."""
+        keys = [k.get_secret_value() for k in self.api_keys]
+        if self.auth_enabled and not keys:
+            raise ValueError("CXR_AUTH_ENABLED=true needs at least one key in CXR_API_KEYS")
+        if any(len(k) < 16 or not k.isprintable() or " " in k for k in keys):
+            raise ValueError("each API key must be 16+ printable characters without spaces")
+        if self.default_max_new_tokens > self.max_new_tokens_limit:
+            raise ValueError(
+                f"default_max_new_tokens ({self.default_max_new_tokens}) exceeds "
+                f"max_new_tokens_limit ({self.max_new_tokens_limit})"
+            )
+        if self.min_side * self.min_side > self.max_pixels:
+            raise ValueError("min_side**2 exceeds max_pixels: no image could be accepted")
+        return self
+
+    @property
+    def batch_window_s(self) -> float:
+        """The micro-batching window in seconds."""
+        return self.batch_window_ms / 1000.0
+
+
+def get_settings() -> Settings:
+    """Settings from the environment and ``.env`` (a fresh instance each call)."""
+    return Settings()
