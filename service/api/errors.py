@@ -24,7 +24,7 @@ from service.imaging.errors import ImageError
 from .batching import JobTimeout, Overloaded
 from .state import AppState, request_id_of
 
-PROBLEM_BASE = "https://cxr.example/problems/"  # documented in docs/API_README_SECTION.md
+PROBLEM_BASE = "https://cxr.example/problems/"  # slugs documented in README.md
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 
 
