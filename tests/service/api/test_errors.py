@@ -7,7 +7,6 @@ import struct
 import zlib
 
 import numpy as np
-import pytest
 
 from service.api.errors import ALL_PROBLEMS, PROBLEM_BASE
 
