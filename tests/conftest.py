@@ -17,3 +17,25 @@ def shared_data(*parts: str) -> Path:
     if not p.exists():
         pytest.skip(f"real data not available: {p} is absent")
     return p
+
+
+@pytest.fixture(scope="session")
+def tiny_weights_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Weights folder of a seeded, briefly trained ``tiny`` model, made by the real exporter.
+
+    Built once per session: 60 training steps on phantoms, then ``python -m
+    model_export.export_onnx`` (graphs, checker, manifest, parity). About 20-30 s on two busy
+    cores. The checkpoint lies beside it (``tiny_weights_dir.parent / "tiny.pt"``). Skips
+    cleanly without the train extra (torch, onnx).
+    """
+    pytest.importorskip("torch", reason="tiny_weights_dir needs torch (the train extra)")
+    pytest.importorskip("onnx", reason="tiny_weights_dir needs onnx (the train extra)")
+    from model_export.export.tiny import build_tiny_checkpoint
+    from model_export.export_onnx import main as export_main
+
+    root = tmp_path_factory.mktemp("tiny_weights")
+    ckpt = build_tiny_checkpoint(root / "tiny.pt")
+    out = root / "weights"
+    if export_main([str(ckpt), str(out)]) != 0:
+        pytest.fail("exporting the tiny model failed its parity check (see stderr)")
+    return out

@@ -1,0 +1,310 @@
+"""The ONNX Runtime engine: verified weights -> reports with grounded sentences (no torch).
+
+Pipeline of :meth:`OrtEngine.generate` for a batch: preprocess (squash to the model size,
+normalise) -> ``encoder.onnx`` -> entity probabilities (sigmoid, manifest threshold) ->
+anatomy candidates -> decoder prefix key mask and the entity prompt -> greedy or beam search
+with the KV cache in numpy (``decoder_prefill.onnx`` once, ``decoder_step.onnx`` per token) ->
+text, sentences, and per sentence its anatomy node(s), confidence, heatmap and box
+(:mod:`service.inference.grounding` documents each choice).
+
+Timings (seconds) per report: ``preprocess``, ``encoder`` and ``decoding`` are those of the
+whole batch call the report was part of; ``heatmaps`` is the report's own sentence grounding
+(sentence split, labels, anatomy, boxes, and the heatmaps when requested).
+``GenerateOptions.max_new_tokens`` is capped at the model's ``report_max_len`` (manifest).
+The engine holds no per-call state: concurrent calls from several threads are safe.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from tokenizers import Tokenizer
+
+from model_export.ssacl import anatomy
+from model_export.ssacl import entities as ent
+from service.imaging.preprocess import batch_inputs, to_model_input
+from service.inference.decoding import (
+    Decoded,
+    SearchParams,
+    beam_search,
+    build_prefill,
+    greedy_search,
+)
+from service.inference.grounding import phrase_grounding, sentence_groundings, split_sections
+from service.inference.manifest import Manifest, WeightsError, graph_files, load_manifest
+from service.inference.session import choose_providers, create_session, run
+from service.inference.types import GenerateOptions, Grounding, Report
+
+__all__ = ["EncoderOutput", "OrtEngine", "WeightsError"]
+log = logging.getLogger(__name__)
+GRAPHS = ("encoder", "decoder_prefill", "decoder_step", "text_encoder")
+
+
+@dataclass(frozen=True)
+class EncoderOutput:
+    """``encoder.onnx`` outputs for a batch (see ``model_export.export.wrappers``)."""
+
+    node_attn: np.ndarray  # (B, 32, g, g) per-node attention maps
+    entity_probs: np.ndarray  # (B, 14) sigmoid of the pathology logits
+    prefix: np.ndarray  # (B, P, Ddec) decoder visual prefix
+    patch_emb: np.ndarray  # (B, N, E) L2-normalised patch embeddings
+
+
+@dataclass(frozen=True)
+class _Cache:
+    """Decoder state of the live rows: KV cache, key mask and next position."""
+
+    kv: np.ndarray  # (2 * depth, N, heads, T, head_dim) float32
+    mask: np.ndarray  # (N, T) int64
+    next_pos: np.ndarray  # (N,) int64
+
+
+def _reorder(c: _Cache, rows: np.ndarray) -> _Cache:
+    return _Cache(np.take(c.kv, rows, axis=1), c.mask[rows], c.next_pos[rows])
+
+
+def _drop(s: Decoded, pad_id: int) -> Decoded:
+    """Remove [PAD] tokens a (badly trained) model may emit, as the reference does."""
+    if pad_id not in s.tokens:
+        return s
+    keep = [i for i, t in enumerate(s.tokens) if t != pad_id]
+    toks, probs = [s.tokens[i] for i in keep], [s.token_probs[i] for i in keep]
+    return Decoded(toks, probs, s.score, s.finished)
+
+
+class OrtEngine:
+    """Implements ``service.inference.types.Engine`` on a verified weights folder."""
+
+    def __init__(
+        self,
+        manifest: Manifest,
+        sessions: dict[str, ort.InferenceSession],
+        variant: str,
+    ) -> None:
+        self.manifest = manifest
+        self.sessions = sessions
+        self.variant = variant
+        toks = manifest.raw["tokenizers"]
+        self.decoder_tokenizer = Tokenizer.from_file(str(manifest.path(toks["decoder"])))
+        self.text_tokenizer = Tokenizer.from_file(str(manifest.path(toks["text"])))
+        self.text_tokenizer.no_padding()
+        self.text_tokenizer.no_truncation()
+        self.node_text_emb = np.load(manifest.path(manifest.raw["constants"]["node_text_emb"]))
+        self._dec = manifest.decoder
+        self._graph_outputs = {k: g.outputs for k, g in manifest.graphs.items()}
+
+    @classmethod
+    def from_weights(
+        cls,
+        weights_dir: Path | str,
+        provider: str = "auto",
+        threads: int | None = None,
+        variant: str | None = None,
+    ) -> OrtEngine:
+        """Verify ``weights_dir`` (SHA-256 of every file), open the sessions once, warm up.
+
+        ``variant``: a quantised variant named in the manifest (e.g. "int8"); None uses the
+        manifest's ``default_variant`` (the fp32 graphs unless the exporter chose otherwise).
+        Raises :class:`WeightsError` on missing, tampered or unloadable files.
+        """
+        m = load_manifest(Path(weights_dir))
+        name, files = graph_files(m, variant, GRAPHS)
+        providers = choose_providers(provider)
+        sessions = {k: create_session(m.path(files[k]), providers, threads) for k in GRAPHS}
+        engine = cls(m, sessions, name)
+        log.info(
+            "ORT engine %s %s (%s) on %s, intra-op threads %s",
+            m.name, m.version, name, engine.provider,
+            sessions["encoder"].get_session_options().intra_op_num_threads,
+        )  # fmt: skip
+        engine.warm_up()
+        return engine
+
+    # ------------------------------------------------------------------ facts
+    @property
+    def provider(self) -> str:
+        """The execution provider that runs the graphs (first of the session's list)."""
+        return str(self.sessions["encoder"].get_providers()[0])
+
+    @property
+    def model_facts(self) -> dict[str, object]:
+        """JSON-ready manifest facts for GET /v1/model."""
+        raw = self.manifest.raw
+        return {
+            "name": self.manifest.name,
+            "version": self.manifest.version,
+            "weights_sha256": self.manifest.sha256,
+            "variant": self.variant,
+            "provider": self.provider,
+            "input_size": [1, self.manifest.image_size, self.manifest.image_size],
+            "mean": [self.manifest.mean],
+            "std": [self.manifest.std],
+            "labels": list(self.manifest.labels),
+            "entity_threshold": self.manifest.entity_threshold,
+            "anatomy_graph_version": raw.get("anatomy", {}).get("version"),
+            "opset": raw.get("opset"),
+            "git_revision": raw.get("git_revision"),
+            "training": raw.get("training"),
+            "created": raw.get("created"),
+            "decoding": {k: self._dec[k] for k in ("repetition_penalty", "length_penalty")},
+        }
+
+    # ------------------------------------------------------------------ stages
+    def preprocess(self, images: list[np.ndarray]) -> np.ndarray:
+        """(H, W) images in [0, 1] -> (B, 1, S, S) normalised model input."""
+        m = self.manifest
+        return batch_inputs([to_model_input(im, m.image_size, m.mean, m.std) for im in images])
+
+    def encode(self, x: np.ndarray) -> EncoderOutput:
+        """Run ``encoder.onnx`` on a (B, 1, S, S) batch."""
+        outs = dict(
+            zip(
+                self._graph_outputs["encoder"],
+                run(self.sessions["encoder"], self._graph_outputs["encoder"], {"image": x}),
+                strict=True,
+            )
+        )
+        probs = 1.0 / (1.0 + np.exp(-outs["pathology_logits"].astype(np.float64)))
+        return EncoderOutput(outs["node_attn"], probs, outs["prefix"], outs["patch_emb"])
+
+    def prefill(
+        self, prefix: np.ndarray, input_ids: np.ndarray, mask: np.ndarray, pos: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``decoder_prefill.onnx``: last logits (B, V) and the cache."""
+        feeds = {"prefix": prefix, "input_ids": input_ids, "attention_mask": mask}
+        feeds["position_ids"] = pos
+        logits, kv = run(self.sessions["decoder_prefill"], ("logits", "present"), feeds)
+        return logits, kv
+
+    def _step(self, tokens: np.ndarray, c: _Cache) -> tuple[np.ndarray, _Cache]:
+        mask = np.concatenate([c.mask, np.ones((len(tokens), 1), np.int64)], axis=1)
+        feeds = {
+            "input_ids": tokens[:, None],
+            "attention_mask": mask,
+            "position_ids": c.next_pos[:, None],
+            "past": c.kv,
+        }
+        logits, kv = run(self.sessions["decoder_step"], ("logits", "present"), feeds)
+        return logits, _Cache(kv, mask, c.next_pos + 1)
+
+    def decode(
+        self, prefix: np.ndarray, found: list[tuple[str, ...]], beam_size: int, max_new: int
+    ) -> list[Decoded]:
+        """Greedy (``beam_size`` 1) or beam search for each row's entities."""
+        d = self._dec
+        prompts = [self.prompt_ids(e) for e in found]
+        pmask = np.zeros(prefix.shape[:2], np.int64)
+        pmask[:, : anatomy.NUM_LEAVES] = np.asarray([ent.leaf_mask(e) for e in found])
+        pmask[:, anatomy.NUM_LEAVES + 1 :] = 1  # CLS hidden, patches visible
+        pf = build_prefill(pmask, prompts, int(d["pad_id"]))
+        logits, kv = self.prefill(prefix, pf.input_ids, pf.attention_mask, pf.position_ids)
+        room = int(d["max_len"]) - int(pf.next_pos.max())
+        params = SearchParams(
+            eos_id=int(d["eos_id"]),
+            max_new_tokens=max(1, min(max_new, int(d["report_max_len"]), room)),
+            min_new_tokens=int(d.get("min_new_tokens", 0)),
+            beam_size=beam_size,
+            repetition_penalty=float(d["repetition_penalty"]),
+            length_penalty=float(d["length_penalty"]),
+        )
+        cache = _Cache(kv, pf.attention_mask, pf.next_pos)
+        search = greedy_search if beam_size == 1 else beam_search
+        seqs = search(logits, cache, self._step, _reorder, params)
+        return [_drop(s, int(d["pad_id"])) for s in seqs]
+
+    def prompt_ids(self, found: tuple[str, ...]) -> list[int]:
+        """``[BOS] entity prompt [SEP]`` (``model_export.ssacl.batch.prompt_ids``)."""
+        d = self._dec
+        body = self.decoder_tokenizer.encode(ent.entity_prompt(found), add_special_tokens=False)
+        return [int(d["bos_id"]), *body.ids[: int(d["prompt_max_len"])], int(d["sep_id"])]
+
+    def embed_text(self, phrases: list[str]) -> np.ndarray:
+        """Phrases -> (P, E) L2-normalised embeddings (``text_encoder.onnx``)."""
+        max_len = int(self.manifest.raw["text"]["max_len"])
+        rows = [e.ids for e in self.text_tokenizer.encode_batch(phrases)]
+        rows = [r if len(r) <= max_len else r[: max_len - 1] + r[-1:] for r in rows]
+        width = max(len(r) for r in rows)
+        ids = np.zeros((len(rows), width), np.int64)
+        mask = np.zeros((len(rows), width), np.int64)
+        for i, r in enumerate(rows):
+            ids[i, : len(r)], mask[i, : len(r)] = r, 1
+        feeds = {"input_ids": ids, "attention_mask": mask}
+        return run(self.sessions["text_encoder"], ("text_emb",), feeds)[0]
+
+    # ------------------------------------------------------------------ API
+    def generate(self, images: list[np.ndarray], options: GenerateOptions) -> list[Report]:
+        """Reports for a batch of (H, W) float32 images in [0, 1], one per image."""
+        if not images:
+            return []
+        if options.beam_size < 1 or options.max_new_tokens < 1:
+            raise ValueError("beam_size and max_new_tokens must be >= 1")
+        t0 = time.perf_counter()
+        x = self.preprocess(images)
+        t1 = time.perf_counter()
+        enc = self.encode(x)
+        t2 = time.perf_counter()
+        thr = self.manifest.entity_threshold
+        found = [ent.entities_from_scores(p.tolist(), thr) for p in enc.entity_probs]
+        seqs = self.decode(enc.prefix, found, options.beam_size, options.max_new_tokens)
+        t3 = time.perf_counter()
+        times = {"preprocess": t1 - t0, "encoder": t2 - t1, "decoding": t3 - t2}
+        return [
+            self._report(images[i].shape, enc, i, seqs[i], found[i], options, times)
+            for i in range(len(images))
+        ]
+
+    def _report(
+        self,
+        hw: tuple[int, ...],
+        enc: EncoderOutput,
+        i: int,
+        seq: Decoded,
+        found: tuple[str, ...],
+        options: GenerateOptions,
+        times: dict[str, float],
+    ) -> Report:
+        t0 = time.perf_counter()
+        text = self.decoder_tokenizer.decode(seq.tokens)
+        probs = dict(zip(self.manifest.labels, map(float, enc.entity_probs[i]), strict=True))
+        cands = ent.candidate_roots(found)
+        image_hw = (int(hw[0]), int(hw[1]))
+        heat_hw = (options.heatmap_size or image_hw) if options.heatmaps else None
+        sentences = sentence_groundings(
+            text, seq.tokens, seq.token_probs, self.decoder_tokenizer.decode,
+            enc.node_attn[i], probs, cands, image_hw, heat_hw,
+        )  # fmt: skip
+        findings, impression = split_sections(text)
+        return Report(
+            text=text,
+            findings=findings,
+            impression=impression,
+            entity_probs=probs,
+            entities=found,
+            candidates=cands,
+            sentences=sentences,
+            num_tokens=len(seq.tokens),
+            timings=times | {"heatmaps": time.perf_counter() - t0},
+        )
+
+    def ground(self, image: np.ndarray, phrases: list[str]) -> list[Grounding]:
+        """One grounding per phrase for one (H, W) float32 image in [0, 1]."""
+        if not phrases:
+            return []
+        enc = self.encode(self.preprocess([image]))
+        emb = self.embed_text(phrases)
+        hw = (int(image.shape[0]), int(image.shape[1]))
+        return [
+            phrase_grounding(p, enc.patch_emb[0], e, self.node_text_emb, hw)
+            for p, e in zip(phrases, emb, strict=True)
+        ]
+
+    def warm_up(self) -> None:
+        """One tiny generate and ground call so the first request is not slow."""
+        blank = np.full((self.manifest.image_size,) * 2, 0.5, np.float32)
+        self.generate([blank], GenerateOptions(max_new_tokens=2, heatmaps=False))
+        self.ground(blank, ["lungs"])

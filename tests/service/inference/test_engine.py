@@ -1,0 +1,139 @@
+"""The ORT engine on the tiny exported weights: reports, grounding, facts, refusal paths."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from model_export.ssacl import anatomy
+from service.imaging.preprocess import gaussian_smooth, resize_map
+from service.inference.engine import OrtEngine
+from service.inference.manifest import WeightsError
+from service.inference.types import GenerateOptions, Report
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_weights_dir: Path) -> OrtEngine:
+    return OrtEngine.from_weights(tiny_weights_dir, provider="auto", threads=1)
+
+
+def images() -> list[np.ndarray]:
+    rng = np.random.default_rng(11)
+    yy, xx = np.mgrid[0:1:180j, 0:1:140j]
+    out = []
+    for k in range(3):
+        blob = np.exp(-((yy - 0.3 - 0.2 * k) ** 2 + (xx - 0.5) ** 2) / 0.02)
+        out.append(np.clip(0.3 + 0.5 * blob + 0.05 * rng.standard_normal(yy.shape), 0, 1))
+    out[2] = out[2][:120]  # a different size in the same batch
+    return [im.astype(np.float32) for im in out]
+
+
+def check_report(r: Report, hw: tuple[int, int], heat_hw: tuple[int, int] | None) -> None:
+    assert r.text.strip() and r.num_tokens > 0
+    assert set(r.entity_probs) == set(anatomy.CHEXPERT_LABELS)
+    assert all(0.0 <= p <= 1.0 for p in r.entity_probs.values())
+    assert set(r.candidates) <= set(anatomy.ROOT_NAMES) and r.candidates
+    assert set(r.timings) == {"preprocess", "encoder", "decoding", "heatmaps"}
+    assert r.sentences, "the tiny model writes at least one sentence"
+    assert r.findings is not None
+    for s in r.sentences:
+        assert s.text in r.text and s.node_ids
+        assert all(0 <= n < 32 for n in s.node_ids)
+        assert 0.0 <= s.confidence <= 1.0
+        x0, y0, x1, y1 = s.box
+        assert 0 <= x0 < x1 <= hw[1] and 0 <= y0 < y1 <= hw[0]
+        if heat_hw is None:
+            assert s.heatmap is None
+        else:
+            assert s.heatmap is not None and s.heatmap.shape == heat_hw
+            assert s.heatmap.dtype == np.float32
+            assert s.heatmap.min() == 0.0 and s.heatmap.max() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("beam", [1, 3])
+def test_generate_batch_of_three(engine: OrtEngine, beam: int) -> None:
+    imgs = images()
+    reports = engine.generate(imgs, GenerateOptions(beam_size=beam, max_new_tokens=40))
+    assert len(reports) == 3
+    for r, im in zip(reports, imgs, strict=True):
+        check_report(r, im.shape, im.shape)
+
+
+def test_batching_does_not_change_reports(engine: OrtEngine) -> None:
+    """Left-padded prompts and row compaction: a batch equals the images one by one."""
+    imgs = images()
+    opts = GenerateOptions(beam_size=3, max_new_tokens=30, heatmaps=False)
+    together = engine.generate(imgs, opts)
+    alone = [engine.generate([im], opts)[0] for im in imgs]
+    assert [r.text for r in together] == [r.text for r in alone]
+    assert [r.entities for r in together] == [r.entities for r in alone]
+    check_report(together[0], imgs[0].shape, None)
+
+
+def test_heatmap_size_option(engine: OrtEngine) -> None:
+    im = images()[0]
+    (r,) = engine.generate([im], GenerateOptions(max_new_tokens=20, heatmap_size=(64, 48)))
+    check_report(r, im.shape, (64, 48))
+
+
+def test_entity_prompt_follows_threshold(engine: OrtEngine) -> None:
+    (r,) = engine.generate(images()[:1], GenerateOptions(max_new_tokens=5))
+    thr = engine.manifest.entity_threshold
+    want = tuple(f for f in anatomy.FINDINGS if r.entity_probs[f] >= thr)
+    assert r.entities == want
+
+
+def test_ground(engine: OrtEngine) -> None:
+    im = images()[0]
+    phrases = ["right pleural effusion", "cardiac silhouette", "something unrelated"]
+    out = engine.ground(im, phrases)
+    assert [g.phrase for g in out] == phrases
+    assert out[0].node_id == anatomy.node_id("right costophrenic angle")  # named by the phrase
+    assert out[1].node_id == anatomy.node_id("cardiac silhouette")
+    for g in out:
+        assert -1.0 <= g.score <= 1.0 and 0 <= g.node_id < 32
+        assert g.heatmap.shape == im.shape and g.heatmap.max() == pytest.approx(1.0)
+        x0, y0, x1, y1 = g.box
+        assert 0 <= x0 < x1 <= im.shape[1] and 0 <= y0 < y1 <= im.shape[0]
+    # the heatmap is the smoothed patch-phrase cosine map, upsampled
+    enc = engine.encode(engine.preprocess([im]))
+    sim = enc.patch_emb[0] @ engine.embed_text(phrases[:1])[0]
+    g = int(round(np.sqrt(sim.size)))
+    want = resize_map(gaussian_smooth(sim.reshape(g, g), 1.5), *im.shape)
+    want = (want - want.min()) / (want.max() - want.min())
+    np.testing.assert_allclose(out[0].heatmap, want, atol=1e-5)
+
+
+def test_model_facts_and_provider(engine: OrtEngine) -> None:
+    f = engine.model_facts
+    assert f["name"] == "ssacl-tiny" and f["provider"] == engine.provider
+    assert engine.provider in ("CPUExecutionProvider", "CUDAExecutionProvider")
+    assert isinstance(f["weights_sha256"], str) and len(f["weights_sha256"]) == 64
+    assert f["input_size"] == [1, 32, 32] and len(f["labels"]) == 14  # type: ignore[arg-type]
+
+
+def test_bad_requests(tiny_weights_dir: Path, engine: OrtEngine) -> None:
+    with pytest.raises(ValueError):
+        engine.generate(images()[:1], GenerateOptions(beam_size=0))
+    assert engine.generate([], GenerateOptions()) == []
+    with pytest.raises(WeightsError, match="unknown provider"):
+        OrtEngine.from_weights(tiny_weights_dir, provider="tpu")
+    with pytest.raises(WeightsError, match="variant 'int4'"):
+        OrtEngine.from_weights(tiny_weights_dir, provider="cpu", variant="int4")
+
+
+def test_service_never_imports_torch() -> None:
+    code = (
+        "import sys\n"
+        "import service.app, service.inference.engine, service.inference.grounding\n"
+        "bad = [m for m in ('torch', 'transformers', 'scipy') if m in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
