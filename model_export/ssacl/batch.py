@@ -1,0 +1,156 @@
+"""The training batch and its collate function (TrainSample list -> tensors).
+
+Decoder text layout (labels are -100 except on report tokens and [EOS]):
+with prompt ``[BOS] prompt... [SEP] report... [EOS]``, without ``[BOS] report... [EOS]``;
+right-padded with [PAD]. The prompt is the entity prompt built from the sample's known positive
+labels and is used with probability ``cfg.prompt_prob`` per sample (the release draws once per
+batch). The prefix leaf mask comes from the same entities (all leaves when there is none).
+
+The text encoder sees the report as released (``util/pretrain_datasets.py``) when
+``cfg.text.sentence_subset``: split on '.', shuffled, a random number (1..n) of sentences kept;
+otherwise the whole report. The decoder always gets the whole report.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+
+import numpy as np
+import torch
+from tokenizers import Tokenizer
+from torch import Tensor
+
+from model_export.data.records import TrainSample
+from model_export.ssacl import entities as ent
+from model_export.ssacl.config import DecoderConfig, SSACLConfig
+from model_export.ssacl.text_encoder import minilm_tokenizer, tokenize
+
+IGNORE = -100  # label value ignored by the LM loss
+
+
+@dataclass
+class TrainBatch:
+    """One collated training batch; every field is a tensor with batch size B first."""
+
+    images: Tensor  # (B, 1, S, S) float32, normalised (x - mean) / std
+    report_ids: Tensor  # (B, L) int64 text-encoder (MiniLM) ids; [CLS][SEP] when no report
+    report_mask: Tensor  # (B, L) int64 1 = token
+    decoder_ids: Tensor  # (B, T) int64 decoder input ids (layout in the module docstring)
+    decoder_mask: Tensor  # (B, T) int64 1 = token
+    decoder_labels: Tensor  # (B, T) int64 report ids and [EOS], -100 elsewhere
+    labels: Tensor  # (B, 14) float32 1 = positive, CheXpert order
+    label_mask: Tensor  # (B, 14) float32 1 = label known
+    has_report: Tensor  # (B,) bool
+    leaf_mask: Tensor  # (B, 25) bool leaf tokens the decoder prefix may attend to
+
+    def to(self, device: torch.device | str) -> TrainBatch:
+        """Copy with every tensor on ``device``."""
+        return TrainBatch(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+
+
+def normalize_image(image: np.ndarray | Tensor, mean: float, std: float) -> Tensor:
+    """(S, S) or (B, 1, S, S) values in [0, 1] -> float32 tensor (x - mean) / std."""
+    x = torch.as_tensor(np.asarray(image, dtype=np.float32))
+    return (x - mean) / std
+
+
+def prompt_ids(tokenizer: Tokenizer, prompt: str, cfg: DecoderConfig) -> list[int]:
+    """``[BOS] prompt... [SEP]``, the prompt cut to ``cfg.prompt_max_len`` tokens."""
+    body = tokenizer.encode(prompt, add_special_tokens=False).ids[: cfg.prompt_max_len]
+    return [cfg.bos_id, *body, cfg.sep_id]
+
+
+def decoder_sequence(
+    tokenizer: Tokenizer, report: str, prompt: str | None, cfg: DecoderConfig
+) -> tuple[list[int], list[int]]:
+    """Decoder input ids and LM labels for one report (layout in the module docstring)."""
+    head = prompt_ids(tokenizer, prompt, cfg) if prompt is not None else [cfg.bos_id]
+    body = tokenizer.encode(report, add_special_tokens=False).ids[: cfg.report_max_len - 1]
+    body = [*body, cfg.eos_id]
+    return head + body, [IGNORE] * len(head) + body
+
+
+def check_special_tokens(tokenizer: Tokenizer, cfg: DecoderConfig) -> None:
+    """Raise ``ValueError`` unless the tokenizer's special ids match the decoder config."""
+    want = {"[PAD]": cfg.pad_id, "[UNK]": cfg.unk_id, "[BOS]": cfg.bos_id}
+    want.update({"[EOS]": cfg.eos_id, "[SEP]": cfg.sep_id})
+    got = {tok: tokenizer.token_to_id(tok) for tok in want}
+    if got != want:
+        raise ValueError(f"decoder tokenizer special ids {got} differ from the config {want}")
+    if tokenizer.get_vocab_size() > cfg.vocab_size:
+        raise ValueError(
+            f"tokenizer has {tokenizer.get_vocab_size()} tokens > decoder vocab_size "
+            f"{cfg.vocab_size}; use cfg.with_vocab_size(tokenizer.get_vocab_size())"
+        )
+
+
+def sentence_subset(report: str, rng: random.Random) -> str:
+    """The release's text augmentation: shuffled sentences, a random-length subset (>= 1)."""
+    sentences = [s.strip() for s in report.split(".") if s.strip()]
+    if not sentences:
+        return report
+    rng.shuffle(sentences)
+    return ". ".join(sentences[: rng.randint(1, len(sentences))]) + "."
+
+
+def _pad(rows: Sequence[Sequence[int]], value: int) -> Tensor:
+    width = max(len(r) for r in rows)
+    out = torch.full((len(rows), width), value, dtype=torch.long)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = torch.tensor(list(r), dtype=torch.long)
+    return out
+
+
+class Collator:
+    """``collate(samples) -> TrainBatch`` for a DataLoader (``collate_fn=Collator(...)``)."""
+
+    def __init__(
+        self,
+        cfg: SSACLConfig,
+        decoder_tokenizer: Tokenizer,
+        text_tokenizer: Tokenizer | None = None,
+        seed: int = 0,
+    ) -> None:
+        check_special_tokens(decoder_tokenizer, cfg.decoder)
+        self.cfg = cfg
+        self.dec_tok = decoder_tokenizer
+        self.text_tok = text_tokenizer or minilm_tokenizer()
+        self.rng = random.Random(seed)  # prompt dropout; each DataLoader worker holds a copy
+
+    def __call__(self, samples: Sequence[TrainSample]) -> TrainBatch:
+        cfg, size = self.cfg, self.cfg.vision.image_size
+        images = []
+        for s in samples:
+            img = np.asarray(s.image, dtype=np.float32)
+            if img.shape != (size, size):
+                raise ValueError(f"sample {s.sample_id}: image {img.shape} != {(size, size)}")
+            images.append(img)
+        found = [ent.entities_from_scores(s.labels, 0.5, s.label_mask) for s in samples]
+        dec_ids, dec_labels = [], []
+        for s, e in zip(samples, found, strict=True):
+            use = s.report is not None and self.rng.random() < cfg.prompt_prob
+            prompt = ent.entity_prompt(e) if use else None
+            ids, lab = decoder_sequence(self.dec_tok, s.report or "", prompt, cfg.decoder)
+            if s.report is None:
+                ids, lab = [cfg.decoder.bos_id], [IGNORE]
+            dec_ids.append(ids)
+            dec_labels.append(lab)
+        texts = [s.report or "" for s in samples]
+        if cfg.text.sentence_subset:
+            texts = [sentence_subset(t, self.rng) if t else t for t in texts]
+        rep_ids, rep_mask = tokenize(texts, cfg.text.max_len, self.text_tok)
+        dec = _pad(dec_ids, cfg.decoder.pad_id)
+        return TrainBatch(
+            images=normalize_image(np.stack(images)[:, None], cfg.image_mean, cfg.image_std),
+            report_ids=rep_ids,
+            report_mask=rep_mask,
+            decoder_ids=dec,
+            decoder_mask=_pad([[1] * len(r) for r in dec_ids], 0),
+            decoder_labels=_pad(dec_labels, IGNORE),
+            labels=torch.tensor([list(s.labels) for s in samples], dtype=torch.float32),
+            label_mask=torch.tensor([list(s.label_mask) for s in samples], dtype=torch.float32),
+            has_report=torch.tensor([s.report is not None for s in samples]),
+            leaf_mask=torch.tensor([ent.leaf_mask(e) for e in found]),
+        )

@@ -1,0 +1,140 @@
+"""The SS-ACL losses as pure functions (release §2.4), plus the entity-head BCE.
+
+Every function takes plain tensors (and, for L_ar, the MAE decoder path as a callable) and
+returns a scalar. Empty selections return a zero that keeps the graph (``x.sum() * 0``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from model_export.ssacl import anatomy
+
+#: (M, L, D) token sequences and an optional (M, L) bool key mask -> (M, P) token-0 prediction.
+Reconstruct = Callable[[Tensor, Tensor | None], Tensor]
+
+
+def mae_loss(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
+    """L_ir: MSE on raw patch values, averaged over removed patches only.
+
+    Args:
+        pred: (B, N, P) decoder output. target: (B, N, P) patchified input image.
+        mask: (B, N), 1 = removed (loss counted), 0 = visible.
+    """
+    per_patch = ((pred - target) ** 2).mean(dim=-1)  # (B, N)
+    return (per_patch * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+def contrastive_loss(img: Tensor, txt: Tensor, pos_logit: Tensor, tpar: Tensor) -> Tensor:
+    """L_cl: MaCo image-report contrastive loss with masked-position weighting.
+
+    Args:
+        img: (B, E) image vectors (mean of ``img_mlp`` on visible patches of the masked pass).
+        txt: (B, E) report embeddings. Row b of both is the same study.
+        pos_logit: (B,) or (B, 1) ``pos_weight(m)`` = w·m + b, m = kept-patch indicator.
+        tpar: learnable logit scale (init 1 / 0.03).
+
+    Returns ¼[CE(s·L_i2t) + CE(s·L_t2i) + wCE(L_i2t) + wCE(L_t2i)], L = Tpar·cos, s =
+    softplus(pos_logit) scaling row b, wCE = cross-entropy with class weights s.detach().
+    """
+    if img.shape[0] == 0:
+        return img.sum() * 0 + txt.sum() * 0
+    logits_i2t = tpar * F.normalize(img, dim=-1) @ F.normalize(txt, dim=-1).t()  # (B, B)
+    logits_t2i = logits_i2t.t()
+    scale = F.softplus(pos_logit.reshape(-1, 1))  # (B, 1)
+    gt = torch.arange(img.shape[0], device=img.device)
+    weight = scale.detach().reshape(-1)
+    loss = F.cross_entropy(logits_i2t * scale, gt) + F.cross_entropy(logits_t2i * scale, gt)
+    loss = loss + F.cross_entropy(logits_i2t, gt, weight=weight)
+    loss = loss + F.cross_entropy(logits_t2i, gt, weight=weight)
+    return loss / 4
+
+
+def _children_sequences(z_masked: Tensor) -> tuple[Tensor, Tensor]:
+    """(B, 32, D) -> padded ``[mean_c z̃_c, z̃_c...]`` per parent (B*7, L, D) and key mask."""
+    b, _, d = z_masked.shape
+    width = 1 + max(len(kids) for _, kids in anatomy.TREE)
+    seqs, masks = [], []
+    for _, kids in anatomy.TREE:
+        ch = z_masked[:, list(kids)]  # (B, c, D)
+        pad = z_masked.new_zeros(b, width - 1 - len(kids), d)
+        seqs.append(torch.cat([ch.mean(dim=1, keepdim=True), ch, pad], dim=1))
+        masks.append(torch.arange(width, device=z_masked.device) <= len(kids))
+    seq = torch.stack(seqs, dim=1).reshape(b * len(seqs), width, d)
+    mask = torch.stack(masks).repeat(b, 1)  # (B*7, L), parent-major within each sample
+    return seq, mask
+
+
+def anatomy_reconstruction_loss(z: Tensor, z_masked: Tensor, reconstruct: Reconstruct) -> Tensor:
+    """L_ar: hierarchical anatomy reconstruction over the 7 internal nodes.
+
+    Args:
+        z: (B, 32, D) node-query outputs of the unmasked pass (parent side, detached).
+        z_masked: (B, 32, D) node-query outputs of the masked pass (children side).
+        reconstruct: the MAE decoder path (decoder_embed -> blocks, no pos-embed -> norm ->
+            token 0 -> decoder_pred), see ``MAEDecoder.reconstruct_tokens``.
+
+    Returns mean over parents p of MSE(recon([mean_c z̃_c, z̃_c...]), stopgrad(recon([z_p]))).
+    """
+    b, _, d = z.shape
+    seq, mask = _children_sequences(z_masked)
+    pred = reconstruct(seq, mask)  # (B*7, P)
+    with torch.no_grad():
+        parents = z[:, list(anatomy.PARENT_IDS)].reshape(-1, 1, d)
+        target = reconstruct(parents, None)
+    return ((pred - target) ** 2).mean()
+
+
+def anatomical_consistency_loss(
+    leaf: Tensor, txt: Tensor, has_text: Tensor, tpar: Tensor, soft_weight: float = 0.1
+) -> Tensor:
+    """L_ac: leaf-to-leaf consistency across the batch with report soft labels.
+
+    S_bb' = Tpar · Z_b Z_b'ᵀ (25 x 25, Z L2-normalised, the b' side detached as in the
+    release's gathered copy). Target for a row b with a report: (1 - w)·I + w·s_bb', with
+    s_bb' = softmax over the b' *with reports* of Tpar t_b·t_b' (detached; 0 for b' without
+    a report) and w = ``soft_weight``; for a row b without a report: I (no soft term).
+    Loss = -mean_{b, b', i} Σ_j Y_bb',ij log softmax_j S_bb',ij.
+
+    Args:
+        leaf: (B, K, D) leaf-query outputs of the unmasked pass.
+        txt: (B, E) report embeddings (rows without a report are ignored).
+        has_text: (B,) bool.
+    """
+    z = F.normalize(leaf, dim=-1)
+    sim = tpar * torch.einsum("bid,cjd->bcij", z, z.detach())  # (B, B, K, K)
+    logp = F.log_softmax(sim, dim=-1)
+    eye = torch.eye(z.shape[1], device=z.device, dtype=z.dtype)
+    has = has_text.bool()
+    with torch.no_grad():
+        t = F.normalize(txt.float(), dim=-1)
+        tsim = (tpar * t @ t.t()).masked_fill(~has[None, :], float("-inf"))
+        s = torch.where(has[:, None], tsim.softmax(dim=-1), torch.zeros_like(tsim))
+        s = torch.nan_to_num(s, nan=0.0).to(z.dtype)
+        w = has.to(z.dtype) * soft_weight  # (B,)
+    target = (1 - w)[:, None, None, None] * eye + soft_weight * s[..., None, None]
+    return -(target * logp).sum(dim=-1).mean()
+
+
+def lm_loss(logits: Tensor, labels: Tensor) -> Tensor:
+    """Report LM cross-entropy: logits (B, T, V) at position t predict labels[:, t + 1].
+
+    ``labels`` (B, T) hold the input token where it is a report token (or [EOS]) and -100
+    elsewhere (BOS, prompt, SEP, padding). Returns 0 when no label is set.
+    """
+    flat_logits = logits[:, :-1].reshape(-1, logits.shape[-1]).float()
+    flat_labels = labels[:, 1:].reshape(-1)
+    if not bool((flat_labels != -100).any()):
+        return logits.sum() * 0
+    return F.cross_entropy(flat_logits, flat_labels, ignore_index=-100)
+
+
+def entity_loss(logits: Tensor, labels: Tensor, mask: Tensor) -> Tensor:
+    """Entity-head BCE over known labels: logits, labels (0/1), mask (1 = known), all (B, 14)."""
+    per = F.binary_cross_entropy_with_logits(logits.float(), labels.float(), reduction="none")
+    m = mask.float()
+    return (per * m).sum() / m.sum().clamp_min(1.0)
