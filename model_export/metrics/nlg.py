@@ -33,7 +33,7 @@ def _meteor(gts: dict[str, list[str]], res: dict[str, list[str]]) -> float:
     if shutil.which("java") is None:
         raise MeteorUnavailableError(
             "METEOR needs a Java runtime (`java` on PATH, e.g. apt-get install default-jre); "
-            "pass meteor=False to skip it"
+            "pass meteor=False (evaluate: --no-meteor) to skip it"
         )
     from pycocoevalcap.meteor.meteor import Meteor
 
