@@ -1,5 +1,6 @@
 """SS-ACL model package.
 
-Import-light on purpose: ``anatomy`` and ``text`` are pure Python and are used by the
-torch-free service; the torch modules (``model``, ``vit``, ``text_encoder``, ``decoder``, ...) are imported explicitly.
+Import-light on purpose: ``anatomy``, ``entities`` and ``text`` are pure Python and are used by
+the torch-free service; the torch modules (``model``, ``vit``, ``text_encoder``, ``decoder``,
+...) are imported explicitly.
 """

@@ -73,7 +73,10 @@ def test_parent_query_is_mean_of_children_recursively() -> None:
         ("Lingular scarring.", {"left mid lung zone"}),
         ("Degenerative changes of the thoracic spine.", {"spine"}),
         ("Tortuous aorta.", {"aortic arch"}),
-        ("No free air under the diaphragm.", {"abdomen", "right hemidiaphragm", "left hemidiaphragm"}),
+        (
+            "No free air under the diaphragm.",
+            {"abdomen", "right hemidiaphragm", "left hemidiaphragm"},
+        ),
     ],
 )
 def test_find_mentions(text: str, expected: set[str]) -> None:
