@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+# One intra-op thread for torch and BLAS in the whole suite (set before they are imported): on
+# 2 shared cores, with uvicorn or Prometheus beside the tests, spinning threads run ~10x slower.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest
 

@@ -14,10 +14,11 @@ before ``. , ? !`` is dropped ("the lungs are clear."); other punctuation keeps 
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
 
 from model_export.data.records import DataFormatError
 
@@ -39,7 +40,7 @@ def new_report_tokenizer() -> Tokenizer:
 
 
 def train_report_tokenizer(texts: Iterable[str], vocab_size: int = 2000) -> Tokenizer:
-    """Train the report-decoder WordPiece on ``texts`` (phantom and IU reports).
+    """Build the report-decoder WordPiece vocabulary from ``texts`` (phantom and IU reports).
 
     The vocabulary holds at most ``vocab_size`` tokens (fewer when the text is small), the
     five special tokens first; every character of ``ALPHABET`` is a token, so ordinary
@@ -55,20 +56,33 @@ def train_report_tokenizer(texts: Iterable[str], vocab_size: int = 2000) -> Toke
     if not corpus:
         raise ValueError("no non-empty text to train the tokenizer on")
     tok = new_report_tokenizer()
-    trainer = trainers.WordPieceTrainer(
-        vocab_size=vocab_size - 2 * len(ALPHABET),  # room for the alphabet added below
-        min_frequency=1,
-        special_tokens=list(SPECIAL_TOKENS),
-        continuing_subword_prefix="##",
-        show_progress=False,
-    )
-    tok.train_from_iterator(corpus, trainer=trainer, length=len(corpus))
-    vocab = tok.get_vocab()
+    vocab = {t: i for i, t in enumerate(SPECIAL_TOKENS)}
     for piece in (p for c in ALPHABET for p in (c, f"##{c}")):  # word-initial and continuation
         vocab.setdefault(piece, len(vocab))
+    for word in _frequent_words(tok, corpus, vocab_size - len(vocab), exclude=vocab):
+        vocab[word] = len(vocab)
     tok.model = models.WordPiece(vocab, unk_token="[UNK]", continuing_subword_prefix="##")
     check_report_tokenizer(tok)
     return tok
+
+
+def _frequent_words(
+    tok: Tokenizer, corpus: list[str], n: int, exclude: dict[str, int]
+) -> list[str]:
+    """The ``n`` most frequent pre-tokenized words, ties broken alphabetically.
+
+    Deterministic on purpose: the library's WordPiece trainer returns a different vocabulary
+    on each call (huggingface/tokenizers#1794), which made runs irreproducible. Words outside
+    the vocabulary still encode, through their characters (``ALPHABET``).
+    """
+    if tok.normalizer is None or tok.pre_tokenizer is None:
+        raise ValueError("tokenizer needs a normaliser and a pre-tokenizer")
+    counts: Counter[str] = Counter()
+    for text in corpus:
+        norm = tok.normalizer.normalize_str(text)
+        counts.update(w for w, _ in tok.pre_tokenizer.pre_tokenize_str(norm))
+    ranked = sorted((w for w in counts if w not in exclude), key=lambda w: (-counts[w], w))
+    return ranked[: max(n, 0)]
 
 
 def check_report_tokenizer(tok: Tokenizer) -> None:

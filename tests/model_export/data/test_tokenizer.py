@@ -82,3 +82,12 @@ def test_text_encoder_tokenizer() -> None:
     assert len(short.ids) == 16 and short.tokens[-1] == "[SEP]"
     text = TYPICAL[0]
     assert _squash(tok.decode(tok.encode(text).ids)) == _squash(text)
+
+
+def test_vocabulary_is_deterministic_and_frequency_ranked() -> None:
+    texts = ["the heart is enlarged.", "the lungs are clear.", "the heart is normal."] * 3
+    a = train_report_tokenizer(texts, vocab_size=200).get_vocab()
+    b = train_report_tokenizer(list(reversed(texts)), vocab_size=200).get_vocab()
+    assert a == b
+    # "the" (3 per triple) outranks "heart" (2), which outranks "lungs" (1)
+    assert a["the"] < a["heart"] < a["lungs"]
