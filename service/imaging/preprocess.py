@@ -105,11 +105,19 @@ def gaussian_smooth(heatmap: np.ndarray, sigma: float = 1.5, truncate: float = 4
     return m.astype(np.float32)
 
 
-def _row_runs(row: np.ndarray) -> list[tuple[int, int]]:
-    """[start, end) of the True runs of a 1-D bool array."""
-    edges = np.diff(np.concatenate(([0], row.astype(np.int8), [0])))
-    starts, ends = np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist()
-    return list(zip(starts, ends, strict=True))
+def _runs_by_row(mask: np.ndarray) -> list[list[tuple[int, int]]]:
+    """For each row of a 2-D bool array, the [start, end) of its True runs (one vectorised
+    pass: ``np.nonzero`` is row-major, so the k-th start and k-th end pair up)."""
+    h, w = mask.shape
+    padded = np.zeros((h, w + 2), np.int8)
+    padded[:, 1:-1] = mask
+    edges = np.diff(padded, axis=1)
+    sy, sx = np.nonzero(edges == 1)
+    _, ex = np.nonzero(edges == -1)
+    rows: list[list[tuple[int, int]]] = [[] for _ in range(h)]
+    for y, x0, x1 in zip(sy.tolist(), sx.tolist(), ex.tolist(), strict=True):
+        rows[y].append((x0, x1))
+    return rows
 
 
 def _find(parent: list[int], i: int) -> int:
@@ -124,10 +132,10 @@ def _label_runs(mask: np.ndarray) -> tuple[list[tuple[int, int, int]], list[int]
     runs: list[tuple[int, int, int]] = []
     parent: list[int] = []
     prev: list[int] = []
-    for y in range(mask.shape[0]):
+    for y, row_runs in enumerate(_runs_by_row(mask)):
         cur: list[int] = []
         start = 0
-        for s, e in _row_runs(mask[y]):
+        for s, e in row_runs:
             idx = len(runs)
             runs.append((y, s, e))
             parent.append(idx)
