@@ -198,7 +198,7 @@ def evaluate_phantoms(
     gen = GenerationConfig(max_new_tokens=opts.max_new_tokens, num_beams=opts.beams,
                            repetition_penalty=opts.repetition_penalty)  # fmt: skip
     src = PhantomSource(phantom_seeds("test", n), model.cfg.vision.image_size)
-    texts, refs, truth = [], [], []
+    texts, refs, truth, probs = [], [], [], []
     grounding = _Grounding(opts.sigma, model.cfg.vision.grid)
     for phantoms in _batches(src, opts.batch_size):
         images = _images(model, [ph.image for ph in phantoms], device)
@@ -213,6 +213,7 @@ def evaluate_phantoms(
             texts.append(rep.text)
             refs.append(ph.report)
             truth.append(ph.labels)
+            probs.append(rep.entity_probs)
             grounding.phantom(ph, maps[b], rep.text)
     pred = np.array([positive_vector(t) for t in texts])
     return {
@@ -220,6 +221,9 @@ def evaluate_phantoms(
         "nlg": _nlg(texts, refs, meteor=not opts.no_meteor),
         "clinical": ce_scores(pred, np.array([positive_vector(r) for r in refs])),
         "clinical_vs_truth": ce_scores(pred, (np.array(truth) == 1).astype(int)),
+        "entity_auroc": auroc_per_label(
+            np.array(probs), (np.array(truth) == 1).astype(int), anatomy.CHEXPERT_LABELS
+        ),
         "grounding": grounding.result(),
         "examples": [
             {"generated": t, "reference": r} for t, r in zip(texts[:5], refs[:5], strict=False)
@@ -296,6 +300,8 @@ def format_table(res: dict[str, Any]) -> str:
         rows.append(
             f"{name + n:<40}" + " ".join(f"{agg[k]:8.4f}" for k in ("pointing", "mIoU", "CNR"))
         )
+    for k, v in ph.get("entity_auroc", {}).items():
+        rows.append(f"{'phantom entity AUROC ' + k:<40}{v:8.4f}")
     for k, v in res.get("folder", {}).get("auroc", {}).items():
         rows.append(f"{'folder AUROC ' + k:<40}{v:8.4f}")
     return "\n".join(rows)

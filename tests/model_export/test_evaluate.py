@@ -78,6 +78,7 @@ def test_train_then_evaluate_writes_all_keys(
     ph = res["phantom"]
     assert set(ph["nlg"]) == set(NLG_KEYS) and ph["nlg"]["METEOR"] == 0.25
     assert len(ph["clinical"]) == 12 and "CE-5_F1_MICRO" in ph["clinical_vs_truth"]
+    assert set(ph["entity_auroc"]) == set(anatomy.CHEXPERT_LABELS)
     g = ph["grounding"]
     assert {"generated_sentences", "reference_sentences", "phrase", "anatomy_mean"} <= set(g)
     assert g["reference_sentences"]["n"] > 0 and g["phrase"]["n"] > 0
