@@ -145,6 +145,7 @@ async def ground(
     imaging: ImagingDep,
     phrase: Annotated[list[str] | None, Query(description="repeatable")] = None,
     heatmaps: bool = True,
+    heatmap_size: Annotated[int | None, Query(ge=8, le=8192, description="max side, px")] = None,
     colormap: bool | None = None,
 ) -> GroundResponse:
     """Per phrase: best anatomy node, similarity score, box and heatmap."""
@@ -169,6 +170,7 @@ async def ground(
                 model=convert.model_ref(engine.model_facts),
                 timings_ms=convert.ms(timings),
                 heatmaps=heatmaps,
+                heatmap_hw=heatmap_shape(img.height, img.width, heatmap_size or s.heatmap_max_side),
                 colormap=s.heatmap_colormap_default if colormap is None else colormap,
                 png=imaging.heatmap_png,
             )

@@ -85,3 +85,15 @@ def test_bad_phrases_are_422(client, images, query, detail):
     )
     assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json"
     assert detail in r.json()["detail"]
+
+
+def test_heatmap_size_scales_longest_side_boxes_stay_original(client, images):
+    hdr = {"content-type": "image/png"}
+    r = client.post("/v1/ground?phrase=cardiomegaly&heatmap_size=64", content=images["png8"],
+                    headers=hdr)  # fmt: skip
+    assert r.status_code == 200, r.text
+    (g,) = r.json()["groundings"]
+    png = Image.open(io.BytesIO(base64.b64decode(g["heatmap"]["data"])))
+    assert png.size == (56, 64) and (g["heatmap"]["width"], g["heatmap"]["height"]) == (56, 64)
+    b = g["box"]
+    assert 0 <= b["x0"] < b["x1"] <= 224 and 0 <= b["y0"] < b["y1"] <= 256  # original pixels
