@@ -12,6 +12,7 @@ position).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -84,6 +85,8 @@ class TrainOptions:
     eval_every: int = 0  # steps between val-loss evaluations (0 = only at the end)
     max_minutes: float | None = None  # training-time budget of the run (resumes included)
     resume: str | None = None  # checkpoint to continue from (its config and tokenizer win)
+    init: str | None = None  # fine-tune: weights, config and tokenizer of a checkpoint, new run
+    align_weight: float | None = None  # override loss_weights.align (region-sentence alignment)
     device: str = "auto"  # "auto" (CUDA if available), "cpu" or "cuda"
     progress: bool = True  # tqdm progress bar
 
@@ -96,7 +99,7 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainOptions:
         if isinstance(default, bool):
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
         elif default is None:
-            kind = float if name == "max_minutes" else str
+            kind = float if name in ("max_minutes", "align_weight") else str
             p.add_argument(flag, type=kind, default=None)
         else:
             p.add_argument(flag, type=type(default), default=default)
@@ -263,6 +266,9 @@ def tokenizer_and_config(
     preset with the decoder vocabulary set to the tokenizer's size."""
     if ckpt is not None:
         return Tokenizer.from_str(ckpt["tokenizer"]), SSACLConfig.from_dict(ckpt["config"])
+    if opts.init:
+        init = load_checkpoint(opts.init)
+        return Tokenizer.from_str(init["tokenizer"]), SSACLConfig.from_dict(init["config"])
     preset = get_config(opts.config)
     if opts.tokenizer:
         tok = load_tokenizer(Path(opts.tokenizer))
@@ -280,9 +286,15 @@ class Trainer:
         cfg = SSACLConfig.from_dict(ckpt["config"]) if ckpt else get_config(opts.config)
         sources, weights = build_sources(opts, cfg.vision.image_size)
         self.tokenizer, self.cfg = tokenizer_and_config(opts, ckpt, sources)
+        if opts.align_weight is not None and ckpt is None:
+            lw = dataclasses.replace(self.cfg.loss_weights, align=opts.align_weight)
+            self.cfg = dataclasses.replace(self.cfg, loss_weights=lw)
         cfg = self.cfg
         save_tokenizer(self.tokenizer, self.out / "tokenizer.json")
-        self.model = build_model(cfg, pretrained_text=ckpt is None).to(self.device)
+        fresh = ckpt is None and opts.init is None
+        self.model = build_model(cfg, pretrained_text=fresh).to(self.device)
+        if ckpt is None and opts.init is not None:
+            self.model.load_state_dict(load_checkpoint(opts.init)["model"])
         self.optimizer = build_optimizer(self.model, opts.lr, opts.weight_decay)
         self.state = RunState()
         if ckpt is not None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import torch
@@ -23,8 +23,10 @@ from tokenizers import Tokenizer
 from torch import Tensor
 
 from model_export.data.records import TrainSample
+from model_export.ssacl import anatomy
 from model_export.ssacl import entities as ent
 from model_export.ssacl.config import DecoderConfig, SSACLConfig
+from model_export.ssacl.text import LabelState, label_sentence, sentence_anatomy, split_sentences
 from model_export.ssacl.text_encoder import minilm_tokenizer, tokenize
 
 IGNORE = -100  # label value ignored by the LM loss
@@ -44,6 +46,11 @@ class TrainBatch:
     label_mask: Tensor  # (B, 14) float32 1 = label known
     has_report: Tensor  # (B,) bool
     leaf_mask: Tensor  # (B, 25) bool leaf tokens the decoder prefix may attend to
+    # Region-sentence alignment (only when loss_weights.align > 0; else S = 0):
+    sent_ids: Tensor = field(default_factory=lambda: torch.zeros(0, 2, dtype=torch.long))  # (S, L)
+    sent_mask: Tensor = field(default_factory=lambda: torch.zeros(0, 2, dtype=torch.long))  # (S, L)
+    sent_nodes: Tensor = field(default_factory=lambda: torch.zeros(0, 32))  # (S, 32) 0/1
+    sent_pos: Tensor = field(default_factory=lambda: torch.zeros(0, 0))  # (S, B) 0/1
 
     def to(self, device: torch.device | str) -> TrainBatch:
         """Copy with every tensor on ``device``."""
@@ -103,6 +110,22 @@ def _pad(rows: Sequence[Sequence[int]], value: int) -> Tensor:
     return out
 
 
+MAX_REGION_SENTENCES = 32  # per batch, bounds the extra text-encoder work
+
+
+def region_sentences(report: str) -> list[tuple[str, tuple[int, ...], str]]:
+    """(sentence, anatomy node ids, finding) of each sentence that states a finding as positive
+    and names or implies anatomy, from the report text alone (labeler + anatomy parser)."""
+    out = []
+    for sent in split_sentences(report):
+        pos = [k for k, v in label_sentence(sent).items()
+               if v is LabelState.POSITIVE and k in anatomy.FINDINGS]  # fmt: skip
+        nodes = sentence_anatomy(sent, pos) if pos else ()
+        if nodes:
+            out.append((sent, tuple(nodes), pos[0]))
+    return out
+
+
 class Collator:
     """``collate(samples) -> TrainBatch`` for a DataLoader (``collate_fn=Collator(...)``)."""
 
@@ -153,4 +176,22 @@ class Collator:
             label_mask=torch.tensor([list(s.label_mask) for s in samples], dtype=torch.float32),
             has_report=torch.tensor([s.report is not None for s in samples]),
             leaf_mask=torch.tensor([ent.leaf_mask(e) for e in found]),
+            **(self._region_fields(samples) if cfg.loss_weights.align > 0 else {}),
         )
+
+    def _region_fields(self, samples: Sequence[TrainSample]) -> dict[str, Tensor]:
+        """sent_ids / sent_mask / sent_nodes / sent_pos of at most MAX_REGION_SENTENCES."""
+        per = [region_sentences(s.report) if s.report else [] for s in samples]
+        keys = [{(f, n) for _, n, f in rows} for rows in per]  # what each image states
+        items = [(b, *r) for b, rows in enumerate(per) for r in rows]
+        if len(items) > MAX_REGION_SENTENCES:
+            items = self.rng.sample(items, MAX_REGION_SENTENCES)
+        if not items:
+            return {}
+        ids, mask = tokenize([t for _, t, _, _ in items], self.cfg.text.max_len, self.text_tok)
+        nodes = torch.zeros(len(items), anatomy.NUM_NODES)
+        pos = torch.zeros(len(items), len(samples))
+        for i, (b, _, n, f) in enumerate(items):
+            nodes[i, list(n)] = 1.0
+            pos[i] = torch.tensor([float(b == c or (f, n) in k) for c, k in enumerate(keys)])
+        return {"sent_ids": ids, "sent_mask": mask, "sent_nodes": nodes, "sent_pos": pos}

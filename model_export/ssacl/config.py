@@ -103,6 +103,7 @@ class LossWeights:
     ac: float = 1.0  # anatomical consistency alignment
     lm: float = 1.0  # report language modelling
     cls: float = 1.0  # pathology entity head (joint here; a separate fine-tune in the release)
+    align: float = 0.0  # region-sentence alignment (ASG-style, NOT in the release); 0 = off
 
 
 @dataclass(frozen=True)

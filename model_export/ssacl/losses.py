@@ -120,6 +120,34 @@ def anatomical_consistency_loss(
     return -(target * logp).sum(dim=-1).mean()
 
 
+def region_sentence_loss(
+    node_emb: Tensor, sent_emb: Tensor, sent_nodes: Tensor, sent_pos: Tensor, tpar: Tensor
+) -> Tensor:
+    """Region-sentence alignment (ASG-style; **not in the SS-ACL release**, off by default).
+
+    Each positive finding sentence s names anatomy nodes N_s (parsed from the report text, no
+    boxes). Its region embedding in image b' is the mean of that image's node embeddings over
+    N_s; the sentence must pick, among all images of the batch, those whose report states the
+    same finding at the same nodes: CE(Tpar · cos(t_s, r_s,b'), target uniform over them).
+    Telling "right effusion" from an image with a left one is only possible if the node tokens
+    look at their region, which the released losses never require.
+
+    Args:
+        node_emb: (B, 32, E) node-query outputs projected to the text space.
+        sent_emb: (S, E) sentence embeddings.
+        sent_nodes: (S, 32) 0/1, the nodes each sentence names.
+        sent_pos: (S, B) 0/1, images stating the same (finding, nodes); row s has >= 1.
+    """
+    if sent_emb.shape[0] == 0:
+        return node_emb.sum() * 0
+    w = sent_nodes / sent_nodes.sum(dim=1, keepdim=True).clamp_min(1)  # (S, 32)
+    region = F.normalize(torch.einsum("sn,bne->sbe", w, node_emb), dim=-1)  # (S, B, E)
+    t = F.normalize(sent_emb, dim=-1)
+    logits = tpar * torch.einsum("sbe,se->sb", region, t)  # (S, B)
+    target = sent_pos / sent_pos.sum(dim=1, keepdim=True)
+    return -(target * F.log_softmax(logits, dim=-1)).sum(dim=-1).mean()
+
+
 def lm_loss(logits: Tensor, labels: Tensor) -> Tensor:
     """Report LM cross-entropy: logits (B, T, V) at position t predict labels[:, t + 1].
 

@@ -60,6 +60,7 @@ class LossOutput:
     ac: Tensor
     lm: Tensor
     cls: Tensor
+    align: Tensor  # region-sentence alignment (0 unless loss_weights.align > 0)
 
     def as_dict(self) -> dict[str, float]:
         """Python floats for logging."""
@@ -191,7 +192,17 @@ class SSACLModel(nn.Module):
 
         w = cfg.loss_weights
         total = w.ir * l_ir + w.cl * l_cl + w.ar * l_ar + w.ac * l_ac + w.lm * l_lm + w.cls * l_cls
-        return LossOutput(total, l_ir, l_cl, l_ar, l_ac, l_lm, l_cls)
+        l_align = total.new_zeros(())
+        if w.align > 0 and batch.sent_ids.shape[0] > 0:
+            l_align = L.region_sentence_loss(
+                self.img_mlp(full.queries),
+                self.text(batch.sent_ids, batch.sent_mask),
+                batch.sent_nodes,
+                batch.sent_pos,
+                self.tpar,
+            )
+            total = total + w.align * l_align
+        return LossOutput(total, l_ir, l_cl, l_ar, l_ac, l_lm, l_cls, l_align)
 
     def _report_embeddings(self, batch: TrainBatch, rows: Tensor) -> tuple[Tensor, Tensor]:
         """Report embeddings of the rows with a report (R, E), and scattered to (B, E)."""

@@ -14,6 +14,7 @@ from model_export.ssacl.batch import (
     Collator,
     decoder_sequence,
     normalize_image,
+    region_sentences,
     sentence_subset,
 )
 from model_export.ssacl.config import SSACLConfig
@@ -99,3 +100,37 @@ def test_sentence_subset() -> None:
         assert 1 <= len(parts) <= 4 and set(parts) <= full and len(set(parts)) == len(parts)
     assert {len([p for p in o.split(".") if p.strip()]) for o in outs} == {1, 2, 3, 4}
     assert sentence_subset("", rng) == ""
+
+
+def test_region_sentences_from_report_text() -> None:
+    report = "There is a small right pleural effusion. No pneumothorax. Lungs clear."
+    rows = region_sentences(report)
+    assert rows == [
+        (
+            "There is a small right pleural effusion.",
+            (anatomy.node_id("right costophrenic angle"),),
+            "Pleural Effusion",
+        )
+    ]
+
+
+def test_collate_region_fields(decoder_tokenizer: Tokenizer, tiny_cfg: SSACLConfig) -> None:
+    import dataclasses
+
+    cfg = dataclasses.replace(
+        tiny_cfg, loss_weights=dataclasses.replace(tiny_cfg.loss_weights, align=1.0)
+    )
+    eff = "There is a small right pleural effusion."
+    samples = [
+        _sample(eff, _labels("Pleural Effusion")),
+        _sample("The heart is enlarged.", _labels("Cardiomegaly")),
+        _sample(eff + " The heart is normal.", _labels("Pleural Effusion")),
+        _sample(None, _labels("Pneumonia"), known=0),
+    ]
+    b = Collator(cfg, decoder_tokenizer, seed=0)(samples)
+    assert b.sent_ids.shape[0] == 3 and b.sent_pos.shape == (3, 4)
+    # the effusion sentences are positive for both effusion images, never for the others
+    assert b.sent_pos.tolist() == [[1, 0, 1, 0], [0, 1, 0, 0], [1, 0, 1, 0]]
+    assert b.sent_nodes.sum(dim=1).tolist() == [1.0, 1.0, 1.0]
+    off = Collator(tiny_cfg, decoder_tokenizer, seed=0)(samples)
+    assert off.sent_ids.shape[0] == 0  # only built when the loss is on

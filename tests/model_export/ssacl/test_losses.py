@@ -16,6 +16,7 @@ from model_export.ssacl.losses import (
     entity_loss,
     lm_loss,
     mae_loss,
+    region_sentence_loss,
 )
 
 
@@ -108,3 +109,22 @@ def test_entity_loss_mask() -> None:
     assert float(got) == pytest.approx(math.log(2))
     both = entity_loss(logits, labels, torch.ones(1, 2))
     assert float(both) == pytest.approx((math.log(2) + math.log(1 + math.exp(2))) / 2)
+
+
+def test_region_sentence_loss_hand_value() -> None:
+    """One sentence naming node 0 of image 0; image 1's node 0 points elsewhere."""
+    node = torch.zeros(2, anatomy.NUM_NODES, 2)
+    node[0, 0] = torch.tensor([2.0, 0.0])  # cosine 1 with the sentence
+    node[1, 0] = torch.tensor([0.0, 3.0])  # cosine 0
+    node[:, 1] = torch.tensor([5.0, 5.0])  # a node the sentence does not name: ignored
+    sent = torch.tensor([[1.0, 0.0]])
+    nodes = torch.zeros(1, anatomy.NUM_NODES)
+    nodes[0, 0] = 1
+    tpar = torch.tensor(2.0)
+    got = region_sentence_loss(node, sent, nodes, torch.tensor([[1.0, 0.0]]), tpar)
+    assert got.item() == pytest.approx(_ce([2.0, 0.0], 0), rel=1e-5)
+    # both images state it: uniform target over them
+    both = region_sentence_loss(node, sent, nodes, torch.tensor([[1.0, 1.0]]), tpar)
+    assert both.item() == pytest.approx(0.5 * _ce([2.0, 0.0], 0) + 0.5 * _ce([2.0, 0.0], 1))
+    empty = region_sentence_loss(node, sent[:0], nodes[:0], torch.zeros(0, 2), tpar)
+    assert empty.item() == 0.0

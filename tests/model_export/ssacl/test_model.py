@@ -115,3 +115,22 @@ def test_generate(model: SSACLModel, decoder_tokenizer: Tokenizer) -> None:
     beam = GenerationConfig(max_new_tokens=4, num_beams=2)
     forced = model.generate(images, decoder_tokenizer, beam, entities=[("Cardiomegaly",), ()])
     assert forced[0].candidates == ("mediastinum",) and forced[1].candidates == anatomy.ROOT_NAMES
+
+
+def test_region_alignment_loss_trains_the_queries(
+    tiny_cfg: SSACLConfig, decoder_tokenizer: Tokenizer
+) -> None:
+    import dataclasses
+
+    cfg = dataclasses.replace(
+        tiny_cfg, loss_weights=dataclasses.replace(tiny_cfg.loss_weights, align=1.0)
+    )
+    torch.manual_seed(0)
+    m = build_model(cfg)
+    b = Collator(cfg, decoder_tokenizer, seed=0)(_synthetic(8, 0))
+    assert b.sent_ids.shape[0] > 0
+    out = m(b)
+    assert out.align.item() > 0
+    out.total.backward()
+    grad = m.vit.blocks[-1].attn.qkv.weight.grad  # the attention that places the queries
+    assert grad is not None and grad.abs().sum() > 0
