@@ -262,13 +262,10 @@ def forward_losses(model: SSACLModel, batch: TrainBatch) -> LossOutput:
 def tokenizer_and_config(
     opts: TrainOptions, ckpt: dict[str, Any] | None, sources: Sequence[Source]
 ) -> tuple[Tokenizer, SSACLConfig]:
-    """Resumed: the checkpoint's. Fresh: ``--tokenizer`` or a newly trained one, and the
-    preset with the decoder vocabulary set to the tokenizer's size."""
+    """Resumed or ``--init``: the checkpoint's. Fresh: ``--tokenizer`` or a newly trained one,
+    and the preset with the decoder vocabulary set to the tokenizer's size."""
     if ckpt is not None:
         return Tokenizer.from_str(ckpt["tokenizer"]), SSACLConfig.from_dict(ckpt["config"])
-    if opts.init:
-        init = load_checkpoint(opts.init)
-        return Tokenizer.from_str(init["tokenizer"]), SSACLConfig.from_dict(init["config"])
     preset = get_config(opts.config)
     if opts.tokenizer:
         tok = load_tokenizer(Path(opts.tokenizer))
@@ -283,22 +280,22 @@ class Trainer:
     def __init__(self, opts: TrainOptions, ckpt: dict[str, Any] | None) -> None:
         self.opts, self.out = opts, Path(opts.out)
         self.device = pick_device(opts.device)
-        cfg = SSACLConfig.from_dict(ckpt["config"]) if ckpt else get_config(opts.config)
+        # weights, config and tokenizer come from the resumed run or the --init checkpoint
+        base = ckpt if ckpt is not None else (load_checkpoint(opts.init) if opts.init else None)
+        cfg = SSACLConfig.from_dict(base["config"]) if base else get_config(opts.config)
         sources, weights = build_sources(opts, cfg.vision.image_size)
-        self.tokenizer, self.cfg = tokenizer_and_config(opts, ckpt, sources)
+        self.tokenizer, self.cfg = tokenizer_and_config(opts, base, sources)
         if opts.align_weight is not None and ckpt is None:
             lw = dataclasses.replace(self.cfg.loss_weights, align=opts.align_weight)
             self.cfg = dataclasses.replace(self.cfg, loss_weights=lw)
         cfg = self.cfg
         save_tokenizer(self.tokenizer, self.out / "tokenizer.json")
-        fresh = ckpt is None and opts.init is None
-        self.model = build_model(cfg, pretrained_text=fresh).to(self.device)
-        if ckpt is None and opts.init is not None:
-            self.model.load_state_dict(load_checkpoint(opts.init)["model"])
+        self.model = build_model(cfg, pretrained_text=base is None).to(self.device)
+        if base is not None:
+            self.model.load_state_dict(base["model"])
         self.optimizer = build_optimizer(self.model, opts.lr, opts.weight_decay)
         self.state = RunState()
         if ckpt is not None:
-            self.model.load_state_dict(ckpt["model"])
             self.optimizer.load_state_dict(ckpt["optimizer"])
             self.state = RunState(**ckpt["state"])
         per_epoch = max(1, sum(len(s) for s in sources) // self.samples_per_step)

@@ -125,3 +125,18 @@ def test_resume_warns_on_changed_data_options(capsys: pytest.CaptureFixture[str]
         "batch_size"
     ]
     assert "batch_size" in capsys.readouterr().err
+
+
+def test_init_fine_tunes_from_a_checkpoint_with_the_alignment_loss(
+    tiny_run: Path, tmp_path: Path
+) -> None:
+    src = train.load_checkpoint(tiny_run / "last.pt")
+    out = tmp_path / "ft"
+    args = _args(out, "--init", str(tiny_run / "last.pt"), "--align-weight", "1.0")
+    args[args.index("--steps") + 1] = "2"
+    assert train.main(args) == 0
+    ft = train.load_checkpoint(out / "last.pt")
+    assert ft["state"]["step"] == 2  # a new run, not a resume
+    assert ft["tokenizer"] == src["tokenizer"]  # the checkpoint's vocabulary, not a new one
+    assert ft["config"]["loss_weights"]["align"] == 1.0
+    assert "align" in _log(out)[0]
