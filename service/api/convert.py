@@ -10,7 +10,6 @@ from collections.abc import Mapping
 import numpy as np
 
 from model_export.ssacl import anatomy
-from service.imaging.preprocess import resize_map
 from service.imaging.types import DecodedImage
 from service.inference.types import Box, Grounding, Report
 
@@ -149,21 +148,15 @@ def ground_response(
     heatmaps: bool,
     colormap: bool,
     png: HeatmapPngFn,
-    heatmap_hw: tuple[int, int] | None = None,
 ) -> GroundResponse:
-    """The JSON body of ``POST /v1/ground``; ``heatmap_hw`` (H, W) downsizes the heatmaps
-    (the engine returns them at the original size), None keeps them as they are."""
-
-    def sized(m: np.ndarray) -> np.ndarray:
-        return m if heatmap_hw is None else resize_map(m, *heatmap_hw)
-
+    """The JSON body of ``POST /v1/ground``."""
     items = [
         GroundingOut(
             phrase=g.phrase,
             anatomy=node_out(g.node_id),
             score=_unit(g.score, -1.0, 1.0),
             box=box_out(g.box),
-            heatmap=heatmap_out(sized(g.heatmap), colormap, png) if heatmaps else None,
+            heatmap=heatmap_out(g.heatmap, colormap, png) if heatmaps else None,
         )
         for g in groundings
     ]

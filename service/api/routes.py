@@ -127,11 +127,11 @@ async def report(
 
 
 def _timed_ground(
-    engine: Engine, image: np.ndarray, phrases: list[str]
+    engine: Engine, image: np.ndarray, phrases: list[str], heatmap_hw: tuple[int, int] | None
 ) -> tuple[list[Grounding], float]:
     """engine.ground plus its wall time (runs in an engine slot)."""
     t0 = time.perf_counter()
-    out = engine.ground(image, phrases)
+    out = engine.ground(image, phrases, heatmap_hw)
     if len(out) != len(phrases):
         raise RuntimeError(f"engine returned {len(out)} groundings for {len(phrases)} phrases")
     return out, time.perf_counter() - t0
@@ -156,7 +156,14 @@ async def ground(
         phrases = collect_phrases(phrase or [], upload, s)
         img, decode_s = await _decode(imaging, state, upload)
         (groundings, ground_s), queue_s = await batcher.call(
-            partial(_timed_ground, engine, img.pixels, phrases), s.request_timeout_s
+            partial(
+                _timed_ground,
+                engine,
+                img.pixels,
+                phrases,
+                heatmap_shape(img.height, img.width, heatmap_size or s.heatmap_max_side),
+            ),
+            s.request_timeout_s,
         )
         request.state.queue_ms = round(queue_s * 1000.0, 2)
         _observe(state, {"decode": decode_s, "ground": ground_s})
@@ -170,7 +177,6 @@ async def ground(
                 model=convert.model_ref(engine.model_facts),
                 timings_ms=convert.ms(timings),
                 heatmaps=heatmaps,
-                heatmap_hw=heatmap_shape(img.height, img.width, heatmap_size or s.heatmap_max_side),
                 colormap=s.heatmap_colormap_default if colormap is None else colormap,
                 png=imaging.heatmap_png,
             )

@@ -302,15 +302,18 @@ class OrtEngine:
             timings=times | {"heatmaps": time.perf_counter() - t0},
         )
 
-    def ground(self, image: np.ndarray, phrases: list[str]) -> list[Grounding]:
-        """One grounding per phrase for one (H, W) float32 image in [0, 1]."""
+    def ground(
+        self, image: np.ndarray, phrases: list[str], heatmap_hw: tuple[int, int] | None = None
+    ) -> list[Grounding]:
+        """One grounding per phrase for one (H, W) float32 image in [0, 1]; heatmaps at
+        ``heatmap_hw`` (default: the image's size), boxes in image pixels."""
         if not phrases:
             return []
         enc = self.encode(self.preprocess([image]))
         emb = self.embed_text(phrases)
         hw = (int(image.shape[0]), int(image.shape[1]))
         return [
-            phrase_grounding(p, enc.patch_emb[0], e, self.node_text_emb, hw)
+            phrase_grounding(p, enc.patch_emb[0], e, self.node_text_emb, hw, heatmap_hw)
             for p, e in zip(phrases, emb, strict=True)
         ]
 

@@ -230,9 +230,11 @@ def phrase_grounding(
     text_emb: np.ndarray,
     node_text_emb: np.ndarray,
     image_hw: tuple[int, int],
+    heatmap_hw: tuple[int, int] | None = None,
 ) -> Grounding:
     """Ground one phrase: ``patch_emb`` (N, E) and ``text_emb`` (E,) L2-normalised,
-    ``node_text_emb`` (32, E) L2-normalised node-name embeddings."""
+    ``node_text_emb`` (32, E) L2-normalised node-name embeddings. The box is in ``image_hw``
+    pixels; the heatmap has size ``heatmap_hw`` (default ``image_hw``)."""
     g = int(round(np.sqrt(patch_emb.shape[0])))
     sim = (patch_emb @ text_emb).reshape(g, g)
     grid = normalise01(gaussian_smooth(sim, SMOOTH_SIGMA))
@@ -246,5 +248,5 @@ def phrase_grounding(
         node_id=pool[best],
         score=float(np.clip(cos[best], -1.0, 1.0)),
         box=box_in_pixels(grid, *image_hw),
-        heatmap=upsample(grid, *image_hw),
+        heatmap=upsample(grid, *(heatmap_hw or image_hw)),
     )

@@ -78,6 +78,9 @@ class Engine(Protocol):
         """Reports for a batch of (H, W) float32 images in [0, 1], one per image."""
         ...
 
-    def ground(self, image: np.ndarray, phrases: list[str]) -> list[Grounding]:
-        """One grounding per phrase for one (H, W) float32 image in [0, 1]."""
+    def ground(
+        self, image: np.ndarray, phrases: list[str], heatmap_hw: tuple[int, int] | None = None
+    ) -> list[Grounding]:
+        """One grounding per phrase for one (H, W) float32 image in [0, 1]; heatmaps at
+        ``heatmap_hw`` (H, W), or the image's size when None. Boxes are in image pixels."""
         ...

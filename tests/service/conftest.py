@@ -144,17 +144,20 @@ class FakeEngine:
             timings={"encoder": t1 - t0, "decoding": time.perf_counter() - t1},
         )
 
-    def ground(self, image: np.ndarray, phrases: list[str]) -> list[Grounding]:
+    def ground(
+        self, image: np.ndarray, phrases: list[str], heatmap_hw: tuple[int, int] | None = None
+    ) -> list[Grounding]:
         with self._lock:
             self.ground_calls += 1
         time.sleep(self.delay_s)
         h, w = image.shape
+        hh, hw = heatmap_hw or (h, w)
         out = []
         for p in phrases:
             found = anatomy.find_mentions(p)
             node = anatomy.deepest(found[0].node_ids)[0] if found else 0
             score = (0.8 if found else 0.1) + 0.1 * float(image.mean())
-            heat = _gaussian(h, w, *_centre(node), self.sigma)
+            heat = _gaussian(hh, hw, *_centre(node), self.sigma)
             out.append(Grounding(p, node, score, _box(h, w, node, self.sigma), heat))
         return out
 

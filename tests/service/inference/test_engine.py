@@ -108,6 +108,9 @@ def test_ground(engine: OrtEngine) -> None:
     want = resize_map(gaussian_smooth(sim.reshape(g, g), 1.5), *im.shape)
     want = (want - want.min()) / (want.max() - want.min())
     np.testing.assert_allclose(out[0].heatmap, want, atol=1e-5)
+    # a requested heatmap size changes the map, not the box (still in image pixels)
+    (small,) = engine.ground(im, phrases[:1], heatmap_hw=(20, 30))
+    assert small.heatmap.shape == (20, 30) and small.box == out[0].box
 
 
 def test_model_facts_and_provider(engine: OrtEngine) -> None:
