@@ -7,6 +7,8 @@
 # The model is read from /app/weights (ONNX files, manifest.json, tokenizer files), copied from
 # weights/ at build time; mount another folder at the same path to serve other weights.
 # Settings come from CXR_* environment variables (see .env.example and docs/OPERATIONS.md).
+# Both images start with `python -m service` (service/__main__.py), like a local run: uvicorn's
+# own access log (which would log query strings) and its `server` header are off there.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 # onnxruntime-gpu 1.31.1 on PyPI is built for CUDA 13 and cuDNN 9: its wheel metadata requires
@@ -61,7 +63,7 @@ USER 10001:10001
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=5s --start-period=120s --retries=3 \
     CMD ["python", "-c", "import urllib.request as u; u.urlopen('http://127.0.0.1:8000/readyz', timeout=4)"]
-CMD ["uvicorn", "service.app:create_app", "--factory", "--host", "0.0.0.0", "--port", "8000"]
+CMD ["python", "-m", "service", "--host", "0.0.0.0", "--port", "8000"]
 
 # ---- cpu: slim CPU image (the default target, last in this file) ----
 FROM ${PYTHON_IMAGE} AS cpu
@@ -76,4 +78,4 @@ USER 10001:10001
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import urllib.request as u; u.urlopen('http://127.0.0.1:8000/readyz', timeout=4)"]
-CMD ["uvicorn", "service.app:create_app", "--factory", "--host", "0.0.0.0", "--port", "8000"]
+CMD ["python", "-m", "service", "--host", "0.0.0.0", "--port", "8000"]

@@ -22,12 +22,12 @@ $(VENV)/.all: pyproject.toml | $(BIN)/python
 
 ## Start the REST service on the bundled weights (http://$(HOST):$(PORT)/docs).
 serve: $(VENV)/.serve
-	CXR_WEIGHTS_DIR=$(WEIGHTS) $(BIN)/uvicorn service.app:create_app --factory --no-access-log --host $(HOST) --port $(PORT)
+	CXR_WEIGHTS_DIR=$(WEIGHTS) $(BIN)/python -m service --host $(HOST) --port $(PORT)
 
 ## Same, on ONNX Runtime's CUDA provider.
 serve-gpu: $(VENV)/.serve
 	$(BIN)/pip uninstall -q -y onnxruntime && $(BIN)/pip install -q -e '.[serve,gpu]'
-	CXR_WEIGHTS_DIR=$(WEIGHTS) $(BIN)/uvicorn service.app:create_app --factory --no-access-log --host $(HOST) --port $(PORT)
+	CXR_WEIGHTS_DIR=$(WEIGHTS) $(BIN)/python -m service --host $(HOST) --port $(PORT)
 
 ## Install everything, then lint, type-check and run the whole suite.
 test: $(VENV)/.all prometheus

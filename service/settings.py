@@ -18,7 +18,11 @@ MAX_BEAM_SIZE = 5  # the API accepts beam_size 1..5
 class Settings(BaseSettings):
     """Every knob of the service; env var = ``CXR_`` + upper-case field name."""
 
-    model_config = SettingsConfigDict(env_prefix="CXR_", env_file=".env", extra="ignore")
+    # hide_input_in_errors: a ValidationError (printed at start-up) never echoes a value, so a
+    # bad CXR_API_KEYS entry cannot print the valid keys beside it
+    model_config = SettingsConfigDict(
+        env_prefix="CXR_", env_file=".env", extra="ignore", hide_input_in_errors=True
+    )
 
     # --- model ---
     weights_dir: Path = Path("weights")  # folder holding manifest.json and the ONNX graphs

@@ -1,4 +1,8 @@
-"""Open operational routes: ``/healthz`` (alive), ``/readyz`` (model ready), ``/metrics``."""
+"""Open operational routes: ``/healthz`` (alive), ``/readyz`` (model ready), ``/metrics``.
+
+``/healthz`` and ``/readyz`` also answer ``HEAD`` (same status and headers, no body) for load
+balancers and probes that use it; the HEAD routes are left out of the OpenAPI schema.
+"""
 
 from __future__ import annotations
 
@@ -33,3 +37,7 @@ def readyz(_: EngineDep) -> HealthResponse:
 def metrics(state: StateDep) -> Response:
     """Prometheus text exposition of this app's own registry."""
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+for _path, _endpoint in (("/healthz", healthz), ("/readyz", readyz)):
+    router.add_api_route(_path, _endpoint, methods=["HEAD"], include_in_schema=False)

@@ -3,9 +3,11 @@
 :class:`RequestMiddleware` is a pure ASGI middleware. Per request it accepts ``X-Request-ID``
 when it is safe (1-128 of ``[A-Za-z0-9._:-]``) or makes one, echoes it in the response header,
 refuses bodies over the limit (413, before reading when Content-Length says so, else while the
-route reads), turns unexpected exceptions into a 500 problem, and logs one JSON line with
-method, route template, status, duration and batch size. It never logs bodies, query strings,
-headers or DICOM attributes.
+route reads), turns unexpected exceptions into a 500 problem, records a client that hangs up
+mid-body as status 499 (not a server error, no traceback), adds ``X-Content-Type-Options:
+nosniff`` and ``Cache-Control: no-store`` to every response (unless the route set its own), and
+logs one JSON line with method, route template, status, duration and batch size. It never logs
+bodies, query strings, headers or DICOM attributes.
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ import re
 import sys
 import time
 import uuid
+from collections.abc import Iterable
 from typing import Any, TextIO
 
 from starlette.datastructures import Headers
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .errors import (
@@ -37,6 +41,14 @@ REQUEST_ID_HEADER = "X-Request-ID"
 _SAFE_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _STD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message"}
+#: status recorded (metrics, log) for a client that hung up before its body was read (nginx's)
+CLIENT_CLOSED = 499
+CLIENT_DISCONNECTED = "client-disconnected"  # the log line's ``problem``
+#: on every response: results hold PHI-derived content, never to be sniffed or cached
+_DEFAULT_HEADERS = (
+    (b"x-content-type-options", b"nosniff"),
+    (b"cache-control", b"no-store"),
+)
 
 
 class JsonFormatter(logging.Formatter):
@@ -115,12 +127,14 @@ class RequestMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = int(message["status"])
-                id_header = (REQUEST_ID_HEADER.lower().encode(), rid.encode())
-                message["headers"] = [*message.get("headers", []), id_header]
+                message["headers"] = _with_default_headers(message.get("headers", []), rid)
             await send(message)
 
         try:
             await self._guarded(scope, receive, send_with_id, headers, rid)
+        except ClientDisconnect:  # hung up mid-body: nobody to answer, not a server error
+            status = CLIENT_CLOSED
+            req_state["problem"] = CLIENT_DISCONNECTED  # on the access log line below
         except Exception:
             self.log.exception("unhandled error", extra={"request_id": rid})
             if status is not None:
@@ -177,6 +191,15 @@ class RequestMiddleware:
             if key in req_state:
                 fields[key] = req_state[key]
         self.log.info("request", extra=fields)
+
+
+def _with_default_headers(raw: Iterable[tuple[bytes, bytes]], rid: str) -> list[Any]:
+    """Response headers plus the request id and, unless the app set them, nosniff/no-store."""
+    out = list(raw)
+    present = {name.lower() for name, _ in out}
+    out.append((REQUEST_ID_HEADER.lower().encode(), rid.encode()))
+    out += [(k, v) for k, v in _DEFAULT_HEADERS if k not in present]
+    return out
 
 
 def _content_length(headers: Headers) -> int | None:

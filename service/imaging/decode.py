@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 
+import numpy as np
+
 from service.imaging.dicom import decode_dicom, looks_like_dicom
 from service.imaging.errors import ImageTooLarge, UndecodableImage, UnsupportedMediaType
 from service.imaging.raster import JPEG_SOI, PNG_SIGNATURE, decode_raster
@@ -60,6 +62,8 @@ def decode_image(data: bytes, content_type: str | None, limits: DecodeLimits) ->
         ImageTooLarge: more than ``limits.max_bytes`` bytes (or the decoder's pixel limit).
         UnsupportedMediaType: neither the bytes nor the content type name a supported format.
         InvalidImage: from the decoders (multi-frame, colour DICOM, tiny images...).
+
+    The pixels returned are always finite (NaN / infinity: UndecodableImage).
     """
     if not data:
         raise UndecodableImage("empty body: no image bytes")
@@ -78,4 +82,6 @@ def decode_image(data: bytes, content_type: str | None, limits: DecodeLimits) ->
     if not neutral and expected != fmt:
         warnings = (f"content type {declared} does not match the bytes; decoded as {fmt}",)
     decoded = decode_dicom(data, limits) if fmt == "dicom" else decode_raster(data, limits)
+    if not np.isfinite(decoded.pixels).all():  # the decoders refuse these; never pass one on
+        raise UndecodableImage(f"the decoded {fmt} image holds NaN or infinite values")
     return replace(decoded, warnings=warnings + decoded.warnings)

@@ -1,9 +1,8 @@
 """DICOM bytes -> :class:`DecodedImage` with pydicom 3 and the permissive decoder plugins.
 
-Rendering follows the DICOM grayscale pipeline: stored values -> Modality LUT (LUT sequence or
-rescale slope / intercept) -> VOI (VOI LUT sequence, else the first window centre / width, else
-min-max of the modality values) -> MONOCHROME1 inverted. The result is float32 (H, W) in [0, 1]
-with white = dense.
+Rendering follows the DICOM grayscale pipeline (:mod:`service.imaging.dicom_render`): stored
+values -> Modality LUT -> VOI -> MONOCHROME1 inverted, float32 (H, W) in [0, 1], white = dense;
+NaN or infinity anywhere on the way is :class:`UndecodableImage`.
 
 Decisions:
 - colour objects (RGB, YBR_*, PALETTE COLOR) are refused (:class:`InvalidImage`): a radiograph is
@@ -18,7 +17,6 @@ Decisions:
 
 from __future__ import annotations
 
-import re
 from io import BytesIO
 
 import numpy as np
@@ -26,7 +24,6 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels.decoders.base import get_decoder
-from pydicom.pixels.processing import apply_modality_lut, apply_voi
 from pydicom.uid import (
     UID,
     ExplicitVRBigEndian,
@@ -35,6 +32,8 @@ from pydicom.uid import (
     JPEGExtended12Bit,
 )
 
+from service.imaging.dicom_render import code_string as _text
+from service.imaging.dicom_render import render
 from service.imaging.errors import (
     ImageTooLarge,
     InvalidImage,
@@ -49,7 +48,6 @@ GREY_PHOTOMETRIC = frozenset({"MONOCHROME1", "MONOCHROME2"})
 _PIXEL_DATA_TAGS = (b"\xe0\x7f\x10\x00", b"\x7f\xe0\x00\x10")
 # first group of a dataset written without preamble: file meta (0002) or identifying (0008)
 _DATASET_STARTS = (b"\x02\x00", b"\x08\x00", b"\x00\x02", b"\x00\x08")
-_CS_UNSAFE = re.compile(r"[^A-Z0-9 _]")
 
 
 def looks_like_dicom(data: bytes) -> bool:
@@ -101,18 +99,6 @@ def _ensure_transfer_syntax(ds: Dataset) -> None:
     if meta is None:
         ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = uid
-
-
-def _text(ds: Dataset, keyword: str) -> str | None:
-    """A code-string attribute, upper-cased and reduced to [A-Z0-9 _], at most 16 chars."""
-    try:
-        value = ds.get(keyword)
-    except Exception:
-        return None
-    if value is None:
-        return None
-    text = _CS_UNSAFE.sub("", str(value).strip().upper())[:16]
-    return text or None
 
 
 def _int(ds: Dataset, keyword: str) -> int | None:
@@ -217,79 +203,6 @@ def _decode_pixels(ds: Dataset, facts: DicomFacts) -> np.ndarray:
     if arr.shape != (facts.rows, facts.columns):
         raise InvalidImage(f"decoded pixel array has shape {arr.shape}, expected one 2-D frame")
     return arr
-
-
-def window_to_unit(values: np.ndarray, center: float, width: float, function: str) -> np.ndarray:
-    """DICOM VOI window (PS3.3 C.11.2.1.2) mapped straight to [0, 1], float64.
-
-    ``function`` is LINEAR (default), LINEAR_EXACT or SIGMOID. Raises ValueError for a width
-    the function does not allow (< 1 for LINEAR, <= 0 otherwise).
-    """
-    x = np.asarray(values, dtype=np.float64)
-    if function == "SIGMOID":
-        if width <= 0:
-            raise ValueError(f"SIGMOID window width must be > 0, got {width}")
-        return 1.0 / (1.0 + np.exp(-4.0 * (x - center) / width))
-    if function == "LINEAR_EXACT":
-        if width <= 0:
-            raise ValueError(f"LINEAR_EXACT window width must be > 0, got {width}")
-        return np.clip((x - center) / width + 0.5, 0.0, 1.0)
-    if width < 1:
-        raise ValueError(f"LINEAR window width must be >= 1, got {width}")
-    if width == 1:
-        return (x > center - 0.5).astype(np.float64)
-    return np.clip((x - (center - 0.5)) / (width - 1) + 0.5, 0.0, 1.0)
-
-
-def _min_max(values: np.ndarray) -> np.ndarray:
-    x = np.asarray(values, dtype=np.float64)
-    lo, hi = float(x.min()), float(x.max())
-    return np.zeros_like(x) if hi <= lo else (x - lo) / (hi - lo)
-
-
-def _first(value: object) -> float:
-    """First number of a possibly multi-valued DS element."""
-    if isinstance(value, str | bytes | int | float):
-        return float(value)
-    return float(list(value)[0])  # type: ignore[call-overload]
-
-
-def _voi_lut_unit(modal: np.ndarray, ds: Dataset) -> np.ndarray:
-    """First VOI LUT, its output scaled by the LUT's own range (robust to descriptor bits)."""
-    values = np.rint(modal).astype(np.int64) if modal.dtype.kind == "f" else modal
-    out = apply_voi(values, ds, index=0).astype(np.float64)
-    domain = apply_voi(np.arange(-32768, 65536, dtype=np.int64), ds, index=0)
-    lo, hi = float(domain.min()), float(domain.max())
-    return np.zeros_like(out) if hi <= lo else (out - lo) / (hi - lo)
-
-
-def _voi_unit(modal: np.ndarray, ds: Dataset) -> tuple[np.ndarray, list[str]]:
-    """VOI stage: LUT sequence, else first window, else min-max; plus warnings."""
-    if "VOILUTSequence" in ds and len(ds.VOILUTSequence) > 0:
-        return _voi_lut_unit(modal, ds), []
-    if "WindowCenter" in ds and "WindowWidth" in ds:
-        try:
-            center, width = _first(ds.WindowCenter), _first(ds.WindowWidth)
-            function = _text(ds, "VOILUTFunction") or "LINEAR"
-            function = function.replace(" ", "_")
-            return window_to_unit(modal, center, width, function), []
-        except (ValueError, TypeError, IndexError):
-            return _min_max(modal), ["invalid VOI window in the header; min-max used"]
-    return _min_max(modal), []
-
-
-def render(stored: np.ndarray, ds: Dataset) -> tuple[np.ndarray, list[str]]:
-    """Stored values -> float32 (H, W) in [0, 1], white = dense; plus rendering warnings."""
-    try:
-        modal = np.asarray(apply_modality_lut(stored, ds))
-    except Exception as exc:
-        raise UndecodableImage(f"invalid Modality LUT / rescale ({type(exc).__name__})") from None
-    unit, warnings = _voi_unit(modal, ds)
-    if _text(ds, "PhotometricInterpretation") == "MONOCHROME1":
-        unit = 1.0 - unit
-    if float(modal.max()) <= float(modal.min()):
-        warnings.append("image is uniform (all pixels have the same value)")
-    return unit.astype(np.float32), warnings
 
 
 def _content_warnings(facts: DicomFacts) -> list[str]:

@@ -63,7 +63,10 @@ def test_dockerfile_targets_user_healthcheck_no_torch() -> None:
         assert re.search(r"^USER 10001", final, re.MULTILINE), final[:40]
         assert "HEALTHCHECK" in final and "/readyz" in final
         assert "COPY weights/ /app/weights/" in final and "CXR_WEIGHTS_DIR=/app/weights" in final
-        assert '"service.app:create_app", "--factory"' in final
+        # the `python -m service` entry point (no uvicorn access log, no server header)
+        cmd = re.findall(r"^CMD (.+)$", final, re.MULTILINE)
+        assert cmd == ['["python", "-m", "service", "--host", "0.0.0.0", "--port", "8000"]']
+        assert "uvicorn" not in final.split("HEALTHCHECK")[-1]
 
 
 def test_dockerignore_keeps_the_context_small() -> None:

@@ -64,3 +64,24 @@ def test_invalid_settings(kwargs, message):
 
 def test_window_seconds():
     assert Settings(_env_file=None, batch_window_ms=25).batch_window_s == pytest.approx(0.025)
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"CXR_API_KEYS": f"short,{GOOD_KEY}"},  # the model validator: the whole input dict
+        {"CXR_API_KEYS": f"{GOOD_KEY},has space here"},
+        {"CXR_API_KEYS": GOOD_KEY, "CXR_MAX_BATCH": "not-a-number"},  # a field error beside it
+        {"CXR_API_KEYS": GOOD_KEY, "CXR_PROVIDER": GOOD_KEY},  # the value itself is secret
+    ],
+)
+def test_validation_errors_never_echo_input_values(monkeypatch, tmp_path, env):
+    monkeypatch.chdir(tmp_path)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError) as info:
+        get_settings()
+    shown = f"{info.value}\n{info.value!r}"
+    assert "input_value" not in shown
+    for fragment in (GOOD_KEY, GOOD_KEY[:8], GOOD_KEY[-8:], "not-a-number", "has space"):
+        assert fragment not in shown, fragment

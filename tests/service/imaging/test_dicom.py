@@ -16,7 +16,8 @@ from pydicom.encaps import encapsulate
 from pydicom.pixels import apply_windowing
 from pydicom.uid import MPEG2MPML
 
-from service.imaging.dicom import decode_dicom, window_to_unit
+from service.imaging.dicom import decode_dicom
+from service.imaging.dicom_render import window_to_unit
 from service.imaging.errors import (
     ImageError,
     ImageTooLarge,
