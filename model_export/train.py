@@ -32,6 +32,8 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from model_export.data import readers
+from model_export.data.atlas import phantom_atlas
+from model_export.data.augment import Augmenter
 from model_export.data.pipeline import (
     FolderSource,
     MixedDataset,
@@ -87,6 +89,10 @@ class TrainOptions:
     resume: str | None = None  # checkpoint to continue from (its config and tokenizer win)
     init: str | None = None  # fine-tune: weights, config and tokenizer of a checkpoint, new run
     align_weight: float | None = None  # override loss_weights.align (region-sentence alignment)
+    mask_weight: float | None = None  # override loss_weights.mask (synthetic supervision)
+    flip_weight: float | None = None  # override loss_weights.flip (flip equivariance)
+    augment: bool = True  # geometry (flip with sides renamed, affine) and intensity augmentation
+    atlas_phantoms: int = 256  # training phantoms averaged into the pooling head's prior
     device: str = "auto"  # "auto" (CUDA if available), "cpu" or "cuda"
     progress: bool = True  # tqdm progress bar
 
@@ -99,7 +105,8 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainOptions:
         if isinstance(default, bool):
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
         elif default is None:
-            kind = float if name in ("max_minutes", "align_weight") else str
+            floats = ("max_minutes", "align_weight", "mask_weight", "flip_weight")
+            kind = float if name in floats else str
             p.add_argument(flag, type=kind, default=None)
         else:
             p.add_argument(flag, type=type(default), default=default)
@@ -182,12 +189,16 @@ def build_tokenizer(opts: TrainOptions, size: int, sources: Sequence[Source]) ->
     return train_report_tokenizer(texts, vocab_size=opts.vocab_size)
 
 
-def build_sources(opts: TrainOptions, size: int) -> tuple[list[Source], list[float]]:
-    """Training sources and their mixing weights (image side ``size`` px)."""
+def build_sources(
+    opts: TrainOptions, size: int, with_masks: bool = False
+) -> tuple[list[Source], list[float]]:
+    """Training sources and their mixing weights (image side ``size`` px); phantoms carry
+    their node masks when ``with_masks`` (synthetic supervision)."""
     sources: list[Source] = []
     weights: list[float] = []
     if opts.phantom:
-        sources.append(PhantomSource(phantom_seeds("train", opts.phantom), size))
+        seeds = phantom_seeds("train", opts.phantom)
+        sources.append(PhantomSource(seeds, size, with_masks=with_masks))
         weights.append(opts.phantom_weight)
     if opts.folder:
         studies = readers.read_image_folder(Path(opts.folder))
@@ -274,6 +285,15 @@ def tokenizer_and_config(
     return tok, preset.with_vocab_size(tok.get_vocab_size())
 
 
+def override_loss_weights(cfg: SSACLConfig, opts: TrainOptions) -> SSACLConfig:
+    """``cfg`` with the loss weights given on the command line (fresh or --init runs)."""
+    given = {"align": opts.align_weight, "mask": opts.mask_weight, "flip": opts.flip_weight}
+    given = {k: v for k, v in given.items() if v is not None}
+    if not given:
+        return cfg
+    return dataclasses.replace(cfg, loss_weights=dataclasses.replace(cfg.loss_weights, **given))
+
+
 class Trainer:
     """Holds everything one run needs; ``fit`` runs the step loop."""
 
@@ -283,23 +303,30 @@ class Trainer:
         # weights, config and tokenizer come from the resumed run or the --init checkpoint
         base = ckpt if ckpt is not None else (load_checkpoint(opts.init) if opts.init else None)
         cfg = SSACLConfig.from_dict(base["config"]) if base else get_config(opts.config)
-        sources, weights = build_sources(opts, cfg.vision.image_size)
+        if ckpt is None:
+            cfg = override_loss_weights(cfg, opts)
+        sources, weights = build_sources(opts, cfg.vision.image_size, cfg.loss_weights.mask > 0)
         self.tokenizer, self.cfg = tokenizer_and_config(opts, base, sources)
-        if opts.align_weight is not None and ckpt is None:
-            lw = dataclasses.replace(self.cfg.loss_weights, align=opts.align_weight)
-            self.cfg = dataclasses.replace(self.cfg, loss_weights=lw)
+        if ckpt is None:
+            self.cfg = override_loss_weights(self.cfg, opts)
         cfg = self.cfg
         save_tokenizer(self.tokenizer, self.out / "tokenizer.json")
         self.model = build_model(cfg, pretrained_text=base is None).to(self.device)
         if base is not None:
             self.model.load_state_dict(base["model"])
+        elif cfg.anatomy_head == "pooling" and opts.atlas_phantoms > 0:
+            v = cfg.vision
+            atlas = phantom_atlas(opts.atlas_phantoms, v.image_size, v.grid)
+            self.model.anatomy_pool.set_atlas(torch.from_numpy(atlas).to(self.device))
         self.optimizer = build_optimizer(self.model, opts.lr, opts.weight_decay)
         self.state = RunState()
         if ckpt is not None:
             self.optimizer.load_state_dict(ckpt["optimizer"])
             self.state = RunState(**ckpt["state"])
         per_epoch = max(1, sum(len(s) for s in sources) // self.samples_per_step)
-        self.dataset = MixedDataset(sources, weights, per_epoch * self.samples_per_step, opts.seed)
+        augment = Augmenter() if opts.augment else None
+        n = per_epoch * self.samples_per_step
+        self.dataset = MixedDataset(sources, weights, n, opts.seed, transform=augment)
         self.collate = Collator(cfg, self.tokenizer, seed=opts.seed)
         self.val = self._val_batches()
         self.running: dict[str, float] = {}  # running (EMA) loss values for the progress bar
@@ -309,7 +336,7 @@ class Trainer:
     def _val_batches(self) -> list[TrainBatch]:
         """Validation phantoms (own seed range), collated once with a fixed prompt draw."""
         o, size = self.opts, self.cfg.vision.image_size
-        src = PhantomSource(phantom_seeds("val", o.val_phantom), size)
+        src = PhantomSource(phantom_seeds("val", o.val_phantom), size, with_masks=True)
         collate = Collator(self.cfg, self.tokenizer, seed=o.seed + 1)
         starts = range(0, len(src), o.batch_size)
         return [

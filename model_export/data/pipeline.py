@@ -34,6 +34,10 @@ PHANTOM_TEST_SEED0 = 1_000_000_000
 PHANTOM_VAL_SEED0 = 2_000_000_000
 
 
+#: A per-sample transform (augmentation) given its own seeded generator.
+Transform = Callable[[TrainSample, np.random.Generator], TrainSample]
+
+
 class Source(Protocol):
     """A lazy, indexable collection of training samples."""
 
@@ -92,8 +96,11 @@ def _as_image(img: Any, size: int, where: str) -> np.ndarray:
 class PhantomSource:
     """Phantoms for the given seeds, generated on access. Item ``i`` uses ``seeds[i]``."""
 
-    def __init__(self, seeds: range, size: int, name: str = "phantom") -> None:
+    def __init__(
+        self, seeds: range, size: int, name: str = "phantom", with_masks: bool = False
+    ) -> None:
         self.seeds, self.size, self.name = seeds, size, name
+        self.with_masks = with_masks  # carry the 32 node masks (synthetic supervision)
 
     def __len__(self) -> int:
         return len(self.seeds)
@@ -116,7 +123,17 @@ class PhantomSource:
             label_mask=(1.0,) * N_LABELS,
             source=self.name,
             sample_id=f"phantom-{self.seeds[i]}",
+            masks=np.asarray(ph.masks, dtype=bool) if self.with_masks else None,
+            finding_masks=finding_masks(ph) if self.with_masks else None,
         )
+
+
+def finding_masks(ph: Any) -> np.ndarray:
+    """(14, S, S) bool: union of a phantom's finding masks per CheXpert label."""
+    out = np.zeros((N_LABELS, *np.shape(ph.image)), dtype=bool)
+    for f in ph.findings:
+        out[CHEXPERT_LABELS.index(f.label)] |= np.asarray(f.mask, dtype=bool)
+    return out
 
 
 def _load(path: Path, size: int) -> np.ndarray:
@@ -224,8 +241,10 @@ class MixedDataset(Dataset[TrainSample]):
         weights: Sequence[float],
         num_samples: int,
         seed: int = 0,
+        transform: Transform | None = None,
     ) -> None:
         super().__init__()
+        self.transform = transform  # e.g. augment.Augmenter; seeded per (seed, epoch, item)
         self.sources, self.weights = list(sources), list(weights)
         self.num_samples, self.seed, self.epoch = num_samples, seed, 0
         mix_plan([len(s) for s in self.sources], self.weights, 0, seed)  # validate now
@@ -248,7 +267,10 @@ class MixedDataset(Dataset[TrainSample]):
 
     def __getitem__(self, k: int) -> TrainSample:
         s, i = self.plan()[k]
-        return self.sources[s][i]
+        sample = self.sources[s][i]
+        if self.transform is None:
+            return sample
+        return self.transform(sample, np.random.default_rng([self.seed, self.epoch, k]))
 
 
 def seed_worker(worker_id: int) -> None:

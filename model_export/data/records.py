@@ -51,3 +51,5 @@ class TrainSample:
     label_mask: tuple[float, ...]
     source: str
     sample_id: str
+    masks: object | None = None  # np.ndarray (32, S, S) bool node masks (phantoms only)
+    finding_masks: object | None = None  # np.ndarray (14, S, S) bool, CheXpert order (phantoms)

@@ -368,3 +368,33 @@ def deepest(node_ids: list[int] | tuple[int, ...]) -> tuple[int, ...]:
     """Drop every node that is an ancestor of another node in the list; keep input order."""
     ids = list(dict.fromkeys(node_ids))
     return tuple(i for i in ids if not any(i in ancestors(j) for j in ids if j != i))
+
+
+# ------------------------------------------------------------------------------ mirroring
+def _mirror_ids() -> tuple[int, ...]:
+    """Node id -> the id of its left/right counterpart (itself when unpaired)."""
+    out = []
+    for name in NODE_NAMES:
+        if name.startswith("right "):
+            twin = "left " + name[len("right ") :]
+        elif name.startswith("left "):
+            twin = "right " + name[len("left ") :]
+        else:
+            twin = name
+        out.append(_BY_NAME.get(twin, _BY_NAME[name]))
+    return tuple(out)
+
+
+#: ``MIRROR[k]`` is node k's counterpart under a left-right flip with the sides renamed
+#: (right lung <-> left lung, ...; unpaired nodes such as "right atrium" map to themselves).
+MIRROR: tuple[int, ...] = _mirror_ids()
+
+_SIDE_WORD = re.compile(r"\b(right|left|Right|Left|RIGHT|LEFT)\b")
+_SIDE_SWAP = {"right": "left", "left": "right", "Right": "Left", "Left": "Right"}
+_SIDE_SWAP.update({"RIGHT": "LEFT", "LEFT": "RIGHT"})
+
+
+def swap_sides(text: str) -> str:
+    """``text`` with the words right and left exchanged (case kept): the report of the
+    horizontally flipped image."""
+    return _SIDE_WORD.sub(lambda m: _SIDE_SWAP[m.group(0)], text)

@@ -46,6 +46,10 @@ class TrainBatch:
     label_mask: Tensor  # (B, 14) float32 1 = label known
     has_report: Tensor  # (B,) bool
     leaf_mask: Tensor  # (B, 25) bool leaf tokens the decoder prefix may attend to
+    # Synthetic map supervision (phantom masks): fraction of each patch inside each node
+    node_cover: Tensor = field(default_factory=lambda: torch.zeros(0, 32, 0))  # (B, 32, N)
+    has_mask: Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.bool))  # (B,)
+    finding_cover: Tensor = field(default_factory=lambda: torch.zeros(0, 14, 0))  # (B, 14, N)
     # Region-sentence alignment (only when loss_weights.align > 0; else S = 0):
     sent_ids: Tensor = field(default_factory=lambda: torch.zeros(0, 2, dtype=torch.long))  # (S, L)
     sent_mask: Tensor = field(default_factory=lambda: torch.zeros(0, 2, dtype=torch.long))  # (S, L)
@@ -55,6 +59,16 @@ class TrainBatch:
     def to(self, device: torch.device | str) -> TrainBatch:
         """Copy with every tensor on ``device``."""
         return TrainBatch(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+
+
+def mask_cover(masks: np.ndarray, grid: int) -> np.ndarray:
+    """(K, S, S) bool masks -> (K, grid, grid) float32 fraction of each patch inside."""
+    k, h, w = masks.shape
+    if h % grid or w % grid:
+        raise ValueError(f"mask side {h}x{w} is not a multiple of the grid {grid}")
+    m = masks.astype(np.float32).reshape(k, grid, h // grid, grid, w // grid)
+    out: np.ndarray = m.mean(axis=(2, 4))
+    return out
 
 
 def normalize_image(image: np.ndarray | Tensor, mean: float, std: float) -> Tensor:
@@ -176,8 +190,23 @@ class Collator:
             label_mask=torch.tensor([list(s.label_mask) for s in samples], dtype=torch.float32),
             has_report=torch.tensor([s.report is not None for s in samples]),
             leaf_mask=torch.tensor([ent.leaf_mask(e) for e in found]),
+            **self._cover_fields(samples),
             **(self._region_fields(samples) if cfg.loss_weights.align > 0 else {}),
         )
+
+    def _cover_fields(self, samples: Sequence[TrainSample]) -> dict[str, Tensor]:
+        """node_cover (B, 32, N) from the samples' masks (zeros without) and has_mask (B,)."""
+        g = self.cfg.vision.grid
+        cover = torch.zeros(len(samples), anatomy.NUM_NODES, g * g)
+        fcover = torch.zeros(len(samples), self.cfg.num_labels, g * g)
+        for i, s in enumerate(samples):
+            if s.masks is not None:
+                cover[i] = torch.from_numpy(mask_cover(np.asarray(s.masks), g).reshape(-1, g * g))
+            if s.finding_masks is not None:
+                fm = mask_cover(np.asarray(s.finding_masks), g)
+                fcover[i] = torch.from_numpy(fm.reshape(-1, g * g))
+        has = torch.tensor([s.masks is not None for s in samples], dtype=torch.bool)
+        return {"node_cover": cover, "has_mask": has, "finding_cover": fcover}
 
     def _region_fields(self, samples: Sequence[TrainSample]) -> dict[str, Tensor]:
         """sent_ids / sent_mask / sent_nodes / sent_pos of at most MAX_REGION_SENTENCES."""

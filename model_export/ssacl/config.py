@@ -104,6 +104,8 @@ class LossWeights:
     lm: float = 1.0  # report language modelling
     cls: float = 1.0  # pathology entity head (joint here; a separate fine-tune in the release)
     align: float = 0.0  # region-sentence alignment (ASG-style, NOT in the release); 0 = off
+    mask: float = 0.0  # synthetic supervision: node maps vs phantom masks (NOT in the release)
+    flip: float = 0.0  # flip equivariance of the node maps with sides renamed (no labels)
 
 
 @dataclass(frozen=True)
@@ -123,9 +125,20 @@ class SSACLConfig:
     entity_threshold: float = 0.5  # sigmoid probability at or above which an entity is predicted
     grounding_pos_temp: float = 0.02  # softmax temperature of pos_weight in phrase grounding
     num_labels: int = len(anatomy.CHEXPERT_LABELS)  # entity head outputs (14 CheXpert labels)
+    # "pooling": identity-free attention pooling of patches per node (anatomy_pool.py);
+    # "release": the queries as ViT tokens, maps = last-block attention (release §2.3)
+    anatomy_head: str = "pooling"
+    prior_weight: float = 1.0  # initial weight of the atlas log-prior on the pooling logits
+    # "patch": multiple-instance head over patch tokens (entity_head.py); "cls": linear on CLS
+    entity_head: str = "patch"
+    entity_sharpness: float = 5.0  # log-sum-exp pooling sharpness of the patch entity head
 
     def __post_init__(self) -> None:
         v, d = self.vision, self.decoder
+        if self.anatomy_head not in ("pooling", "release"):
+            raise ValueError(f"anatomy_head must be 'pooling' or 'release': {self.anatomy_head!r}")
+        if self.entity_head not in ("patch", "cls"):
+            raise ValueError(f"entity_head must be 'patch' or 'cls': {self.entity_head!r}")
         if v.image_size % v.patch_size:
             raise ValueError("image_size must be a multiple of patch_size")
         if v.dim % 4 or v.dim % v.heads or v.mae_dim % 4 or v.mae_dim % v.mae_heads:
@@ -206,11 +219,11 @@ def tiny() -> SSACLConfig:
 
 
 def small() -> SSACLConfig:
-    """The shipped CPU model: 112 px, patch 8 (14x14 grid like the release), MiniLM text
+    """The shipped CPU model: 224 px, patch 16 (the release's 14x14 grid), MiniLM text
     encoder with its lower layers frozen, a 3-layer decoder over a 2x-pooled patch prefix."""
     return SSACLConfig(
         name="small",
-        vision=VisionConfig(),
+        vision=VisionConfig(image_size=224, patch_size=16),
         text=TextConfig(),
         decoder=DecoderConfig(prefix_pool=2),
     )

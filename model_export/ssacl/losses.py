@@ -166,3 +166,65 @@ def entity_loss(logits: Tensor, labels: Tensor, mask: Tensor) -> Tensor:
     per = F.binary_cross_entropy_with_logits(logits.float(), labels.float(), reduction="none")
     m = mask.float()
     return (per * m).sum() / m.sum().clamp_min(1.0)
+
+
+def map_supervision_loss(maps: Tensor, cover: Tensor, has_mask: Tensor) -> Tensor:
+    """Synthetic supervision (**not in the release**, phantoms only): KL(target || map).
+
+    Args:
+        maps: (B, K, N) node maps (softmax over the N patches).
+        cover: (B, K, N) fraction of each patch inside node k's mask (phantom truth).
+        has_mask: (B,) bool, rows whose cover is known.
+
+    The target is the cover renormalised over the patches; nodes with an empty mask are
+    skipped. Returns the mean over (row, node) pairs of sum_n t log(t / map).
+    """
+    total = cover.sum(dim=-1)  # (B, K)
+    valid = has_mask.bool()[:, None] & (total > 0)
+    if not bool(valid.any()):
+        return maps.sum() * 0
+    t = cover / total.clamp_min(1e-12)[..., None]
+    kl = (t * (t.clamp_min(1e-12).log() - maps.clamp_min(1e-12).log())).sum(dim=-1)  # (B, K)
+    return kl[valid].mean()
+
+
+def flip_consistency_loss(maps: Tensor, maps_flipped: Tensor, grid: int) -> Tensor:
+    """Flip equivariance with the sides renamed (**not in the release**, needs no labels).
+
+    The map of node k on the horizontally flipped image must equal the flipped map of its
+    mirror node (``anatomy.MIRROR``): right lung on the flipped image = flipped left lung.
+    Squared Hellinger distance, mean over (row, node), in [0, 1].
+
+    Args:
+        maps: (B, K, N) maps of the images; maps_flipped: (B, K, N) of the flipped images.
+    """
+    b, k, n = maps.shape
+    mirrored = maps[:, list(anatomy.MIRROR)].reshape(b, k, grid, grid).flip(-1).reshape(b, k, n)
+    h = (maps_flipped.clamp_min(0).sqrt() - mirrored.clamp_min(0).sqrt()) ** 2
+    return 0.5 * h.sum(dim=-1).mean()
+
+
+def patch_finding_loss(
+    patch_logits: Tensor, cover: Tensor, has_mask: Tensor, min_cover: float = 0.25
+) -> Tensor:
+    """Synthetic supervision of the patch entity logits (**not in the release**, phantoms).
+
+    A patch is positive for finding c when at least ``min_cover`` of it lies in c's mask.
+    Class-balanced BCE: the mean over positive patches plus the mean over negative patches,
+    halved, over the 13 findings (No Finding has no mask) of the rows with masks.
+
+    Args:
+        patch_logits: (B, N, C) patch logits; cover: (B, C, N) patch cover per label.
+        has_mask: (B,) bool.
+    """
+    rows = has_mask.bool()
+    if not bool(rows.any()):
+        return patch_logits.sum() * 0
+    logits = patch_logits[rows].transpose(1, 2)[:, 1:].float()  # (R, 13, N)
+    target = (cover[rows][:, 1:] >= min_cover).float()
+    per = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    pos, neg = target.sum(), (1 - target).sum()
+    loss = (per * (1 - target)).sum() / neg.clamp_min(1.0)
+    if pos > 0:
+        loss = 0.5 * (loss + (per * target).sum() / pos)
+    return loss

@@ -22,15 +22,18 @@ from torch import Tensor, nn
 from model_export.ssacl import anatomy
 from model_export.ssacl import entities as ent
 from model_export.ssacl import losses as L
+from model_export.ssacl.anatomy_pool import AnatomyPooling
 from model_export.ssacl.batch import TrainBatch, prompt_ids
 from model_export.ssacl.config import SSACLConfig
 from model_export.ssacl.decoder import ReportDecoder
+from model_export.ssacl.entity_head import PatchEntityHead
 from model_export.ssacl.generation import GenerationConfig, generate_ids
 from model_export.ssacl.queries import restore_graph_queries
 from model_export.ssacl.text_encoder import TextEncoder, leaf_prompt_tensors
 from model_export.ssacl.vit import (
     MAEDecoder,
     VisionTransformer,
+    VitFeatures,
     init_linear_xavier,
     patchify,
     query_attention_maps,
@@ -45,8 +48,9 @@ class ImageEncoding:
     node_tokens: Tensor  # (B, 32, D) graph-query outputs, node-id order
     leaf_tokens: Tensor  # (B, 25, D) leaf-query outputs, anatomy.LEAF_IDS order
     cls: Tensor  # (B, D)
-    attn_maps: Tensor | None  # (B, 32, g, g) last-block query->patch attention, head mean
+    attn_maps: Tensor | None  # (B, 32, g, g) node maps (pooling weights, or release attention)
     pathology_logits: Tensor  # (B, 14) entity-head logits, CheXpert order
+    patch_logits: Tensor | None  # (B, N, 14) per-patch entity logits (patch head only)
 
 
 @dataclass
@@ -61,6 +65,8 @@ class LossOutput:
     lm: Tensor
     cls: Tensor
     align: Tensor  # region-sentence alignment (0 unless loss_weights.align > 0)
+    mask: Tensor  # synthetic supervision: node maps + patch findings vs phantom masks (or 0)
+    flip: Tensor  # flip equivariance of the node maps (0 unless loss_weights.flip > 0)
 
     def as_dict(self) -> dict[str, float]:
         """Python floats for logging."""
@@ -76,6 +82,9 @@ class GeneratedReport:
     candidates: tuple[str, ...]  # level-2 anatomy roots visible to the decoder
     token_ids: list[int]  # generated ids, without [EOS]
     text: str  # decoded report
+
+
+FLIP_ROWS = 8  # rows per batch that get the extra flipped pass of the flip loss
 
 
 class SSACLModel(nn.Module):
@@ -95,13 +104,20 @@ class SSACLModel(nn.Module):
         self.img_mlp = nn.Linear(v.dim, e)  # patch tokens -> text space
         self.pos_weight = nn.Linear(v.num_patches, 1)  # MaCo position weighting
         self.tpar = nn.Parameter(torch.tensor(1.0 / cfg.temperature))
-        self.entity_head = nn.Linear(v.dim, cfg.num_labels)
+        self.entity_head = nn.Linear(v.dim, cfg.num_labels)  # CLS head ("cls")
+        self.patch_entity = PatchEntityHead(v.dim, cfg.num_labels, cfg.entity_sharpness)
+        self.anatomy_pool = AnatomyPooling(
+            v.dim, anatomy.NUM_NODES, v.num_patches, cfg.prior_weight
+        )
         self.opt_proj = nn.Linear(v.dim, cfg.decoder.dim)  # visual prefix projection
         self.decoder = ReportDecoder(cfg.decoder)
         for m in (self.vit.blocks, self.vit.norm, self.mae, self.bert_proj, self.img_mlp):
             init_linear_xavier(m)
-        for m in (self.entity_head, self.opt_proj):
-            init_linear_xavier(m)
+        heads: tuple[nn.Module, ...] = (
+            self.entity_head, self.opt_proj, self.patch_entity, self.anatomy_pool
+        )  # fmt: skip
+        for head in heads:
+            init_linear_xavier(head)
         nn.init.zeros_(self.pos_weight.weight)  # release: w = 0, softplus(b) at start
         ids, mask = leaf_prompt_tensors(anatomy.LEAF_NAMES, cfg.text.max_len)
         self.register_buffer("leaf_input_ids", ids, persistent=False)  # (25, Lp)
@@ -134,15 +150,45 @@ class SSACLModel(nn.Module):
         """(B, 1, S, S) normalised images -> :class:`ImageEncoding` (unmasked pass).
 
         ``queries`` (32, D) overrides the graph queries (e.g. precomputed once for inference).
+        With the pooling head the maps are always computed (they are the pooling weights).
         """
         q = self.graph_queries() if queries is None else queries
-        f = self.vit.forward_features(images, q, return_attn=return_attn)
-        maps = None
-        if f.attn is not None:
-            maps = query_attention_maps(f.attn, q.shape[-2], self.cfg.vision.grid)
-        leaf = f.queries[:, list(anatomy.LEAF_IDS)]
-        logits = self.entity_head(f.cls)
-        return ImageEncoding(f.patches, f.queries, leaf, f.cls, maps, logits)
+        g = self.cfg.vision.grid
+        if self.cfg.anatomy_head == "pooling":
+            f = self.vit.forward_features(images, None)
+            nodes, pooled = self.anatomy_pool(q, f.patches)
+            maps: Tensor | None = pooled.reshape(pooled.shape[0], -1, g, g)
+        else:
+            f = self.vit.forward_features(images, q, return_attn=return_attn)
+            nodes = f.queries
+            maps = None if f.attn is None else query_attention_maps(f.attn, q.shape[-2], g)
+        leaf = nodes[:, list(anatomy.LEAF_IDS)]
+        logits, patch_logits = self.entity_logits(f.cls, f.patches)
+        return ImageEncoding(f.patches, nodes, leaf, f.cls, maps, logits, patch_logits)
+
+    def entity_logits(self, cls: Tensor, patches: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Image logits (B, 14) and, for the patch head, patch logits (B, N, 14)."""
+        if self.cfg.entity_head == "patch":
+            image_logits: Tensor
+            patch_logits: Tensor
+            image_logits, patch_logits = self.patch_entity(patches)
+            return image_logits, patch_logits
+        out: Tensor = self.entity_head(cls)
+        return out, None
+
+    def node_pass(
+        self, images: Tensor, queries: Tensor, mask_ratio: float = 0.0
+    ) -> tuple[VitFeatures, Tensor, Tensor | None]:
+        """One encoder pass: features, node tokens (B, 32, D), pooling maps (B, 32, M)."""
+        if self.cfg.anatomy_head == "release":
+            f = self.vit.forward_features(images, queries, mask_ratio=mask_ratio)
+            return f, f.queries, None
+        f = self.vit.forward_features(images, None, mask_ratio=mask_ratio)
+        ids = None
+        if f.ids_restore is not None:
+            ids = torch.argsort(f.ids_restore, dim=1)[:, : f.patches.shape[1]]
+        nodes, maps = self.anatomy_pool(queries, f.patches, ids)
+        return f, nodes, maps
 
     def visual_prefix(
         self, leaf: Tensor, cls: Tensor, patches: Tensor, leaf_mask: Tensor
@@ -168,8 +214,8 @@ class SSACLModel(nn.Module):
         """All losses for one batch (weights from ``cfg.loss_weights``)."""
         cfg, images = self.cfg, batch.images
         queries = self.graph_queries()
-        full = self.vit.forward_features(images, queries)
-        masked = self.vit.forward_features(images, queries, mask_ratio=cfg.vision.mask_ratio)
+        full, nodes, maps = self.node_pass(images, queries)
+        masked, masked_nodes, _ = self.node_pass(images, queries, cfg.vision.mask_ratio)
         if masked.mask is None or masked.ids_restore is None:
             raise RuntimeError("masked pass needs vision.mask_ratio > 0")
         pred = self.mae.reconstruct_patches(masked.cls, masked.patches, masked.ids_restore)
@@ -182,27 +228,53 @@ class SSACLModel(nn.Module):
         pos_logit = self.pos_weight(1 - masked.mask)  # (B, 1), m = kept patches
         l_cl = L.contrastive_loss(img_vec[rows], txt_r, pos_logit[rows], self.tpar)
 
-        l_ar = L.anatomy_reconstruction_loss(
-            full.queries, masked.queries, self.mae.reconstruct_tokens
-        )
-        leaf = full.queries[:, list(anatomy.LEAF_IDS)]
+        l_ar = L.anatomy_reconstruction_loss(nodes, masked_nodes, self.mae.reconstruct_tokens)
+        leaf = nodes[:, list(anatomy.LEAF_IDS)]
         l_ac = L.anatomical_consistency_loss(leaf, txt, has, self.tpar, cfg.ac_soft_weight)
-        l_cls = L.entity_loss(self.entity_head(full.cls), batch.labels, batch.label_mask)
+        logits, patch_logits = self.entity_logits(full.cls, full.patches)
+        l_cls = L.entity_loss(logits, batch.labels, batch.label_mask)
         l_lm = self._lm_loss(batch, rows, leaf, full.cls, full.patches)
 
         w = cfg.loss_weights
         total = w.ir * l_ir + w.cl * l_cl + w.ar * l_ar + w.ac * l_ac + w.lm * l_lm + w.cls * l_cls
-        l_align = total.new_zeros(())
+        zero = total.new_zeros(())
+        l_align, l_mask, l_flip = zero, zero, zero
         if w.align > 0 and batch.sent_ids.shape[0] > 0:
             l_align = L.region_sentence_loss(
-                self.img_mlp(full.queries),
+                self.img_mlp(nodes),
                 self.text(batch.sent_ids, batch.sent_mask),
                 batch.sent_nodes,
                 batch.sent_pos,
                 self.tpar,
             )
             total = total + w.align * l_align
-        return LossOutput(total, l_ir, l_cl, l_ar, l_ac, l_lm, l_cls, l_align)
+        if maps is not None and w.mask > 0 and batch.node_cover.shape[0] == images.shape[0]:
+            l_mask = L.map_supervision_loss(maps, batch.node_cover, batch.has_mask)
+            if patch_logits is not None:
+                l_mask = l_mask + L.patch_finding_loss(
+                    patch_logits, batch.finding_cover, batch.has_mask
+                )
+            total = total + w.mask * l_mask
+        if maps is not None and w.flip > 0:
+            l_flip = self._flip_loss(images, queries, maps, batch)
+            total = total + w.flip * l_flip
+        return LossOutput(total, l_ir, l_cl, l_ar, l_ac, l_lm, l_cls, l_align, l_mask, l_flip)
+
+    def _flip_loss(
+        self, images: Tensor, queries: Tensor, maps: Tensor, batch: TrainBatch
+    ) -> Tensor:
+        """Flip equivariance on the rows without mask supervision (at most FLIP_ROWS)."""
+        has_mask = batch.has_mask.bool() if batch.has_mask.numel() else None
+        rows = torch.arange(images.shape[0], device=images.device)
+        if has_mask is not None:
+            rows = (~has_mask).nonzero().flatten()
+        rows = rows[:FLIP_ROWS]
+        if rows.numel() == 0:
+            return maps.sum() * 0
+        _, _, flipped = self.node_pass(images[rows].flip(-1), queries)
+        if flipped is None:
+            raise RuntimeError("flip loss needs the pooling anatomy head")
+        return L.flip_consistency_loss(maps[rows], flipped, self.cfg.vision.grid)
 
     def _report_embeddings(self, batch: TrainBatch, rows: Tensor) -> tuple[Tensor, Tensor]:
         """Report embeddings of the rows with a report (R, E), and scattered to (B, E)."""
