@@ -89,6 +89,32 @@ def load_checkpoint(path: Path) -> tuple[SSACLModel, Tokenizer, ExportMeta]:
     return model.eval(), Tokenizer.from_str(ck["tokenizer"]), meta
 
 
+#: Grounding post-processing the service applies (it reads them from the manifest).
+SMOOTH_SIGMA = 1.5  # Gaussian sigma on the patch grid, patches (release grounding script)
+BOX_THRESHOLD = 0.5  # box = largest connected region >= this fraction of the map's peak
+DENSITY_FULL_SCALE = 8.0  # heatmap value 1 = this many times the uniform density (or the peak)
+
+
+def grounding_facts(model: SSACLModel) -> dict[str, Any]:
+    """The manifest's ``grounding`` section: method, post-processing constants and each
+    node's reference entropy (nats; of the atlas prior, the spread of a typical node map)."""
+    cfg = model.cfg
+    pooling = cfg.anatomy_head == "pooling"
+    p = model.anatomy_pool.log_atlas.detach().exp().double()
+    p = p / p.sum(dim=1, keepdim=True)
+    entropy = -(p * p.clamp_min(1e-12).log()).sum(dim=1)
+    return {
+        "node_maps": "anatomy-pooling" if pooling else "release-last-block-attention",
+        "phrase_maps": "node-map-x-patch-evidence"
+        if cfg.entity_head == "patch"
+        else "text-patch-similarity",
+        "smooth_sigma": SMOOTH_SIGMA,
+        "box_threshold": BOX_THRESHOLD,
+        "density_full_scale": DENSITY_FULL_SCALE,
+        "reference_entropy": [round(float(x), 5) for x in entropy],
+    }
+
+
 def manifest_body(
     model: SSACLModel, meta: ExportMeta, graphs: dict[str, G.GraphIO], opts: ExportOptions
 ) -> dict[str, Any]:
@@ -107,6 +133,7 @@ def manifest_body(
         },
         "labels": list(anatomy.CHEXPERT_LABELS),
         "entity_threshold": cfg.entity_threshold,
+        "grounding": grounding_facts(model),
         "anatomy": anatomy.graph_dict(),
         "tokenizers": {"decoder": DECODER_TOKENIZER, "text": TEXT_TOKENIZER},
         "constants": {"node_text_emb": NODE_TEXT_EMB},

@@ -15,7 +15,9 @@ from model_export.ssacl import anatomy
 from model_export.ssacl.model import SSACLModel
 
 ENCODER_INPUTS = ("image",)
-ENCODER_OUTPUTS = ("node_attn", "pathology_logits", "prefix", "patch_emb", "cls")
+ENCODER_OUTPUTS = (
+    "node_attn", "pathology_logits", "prefix", "patch_emb", "cls", "patch_evidence",
+)  # fmt: skip
 PREFILL_INPUTS = ("prefix", "input_ids", "attention_mask", "position_ids")
 STEP_INPUTS = ("input_ids", "attention_mask", "position_ids", "past")
 DECODER_OUTPUTS = ("logits", "present")
@@ -30,7 +32,8 @@ class EncoderForExport(nn.Module):
     32 graph queries; ``pathology_logits`` (B, 14); ``prefix`` (B, P, Ddec) = the decoder's
     visual prefix ``opt_proj([25 leaf tokens, CLS, (pooled) patches])`` (its key mask is built
     at run time from the anatomy candidates); ``patch_emb`` (B, N, E) L2-normalised
-    ``img_mlp`` patch embeddings; ``cls`` (B, D).
+    ``img_mlp`` patch embeddings; ``cls`` (B, D); ``patch_evidence`` (B, 14, g, g) per-patch
+    finding probabilities of the patch entity head (zeros for the CLS head).
     """
 
     def __init__(self, model: SSACLModel) -> None:
@@ -39,7 +42,7 @@ class EncoderForExport(nn.Module):
         with torch.no_grad():
             self.register_buffer("queries", model.graph_queries().detach().clone())
 
-    def forward(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    def forward(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
         queries = self.get_buffer("queries")  # (32, D) constant graph queries
         enc = self.m.encode_image(image, queries=queries, return_attn=True)
         if enc.attn_maps is None:
@@ -48,7 +51,12 @@ class EncoderForExport(nn.Module):
         all_leaves = torch.ones(b, anatomy.NUM_LEAVES, dtype=torch.bool, device=image.device)
         prefix, _ = self.m.visual_prefix(enc.leaf_tokens, enc.cls, enc.patch_tokens, all_leaves)
         patch_emb = F.normalize(self.m.patch_embeddings(enc.patch_tokens), dim=-1)
-        return enc.attn_maps, enc.pathology_logits, prefix, patch_emb, enc.cls
+        g, c = self.m.cfg.vision.grid, self.m.cfg.num_labels
+        if enc.patch_logits is None:
+            evidence = image.new_zeros(b, c, g, g)
+        else:
+            evidence = torch.sigmoid(enc.patch_logits).transpose(1, 2).reshape(b, c, g, g)
+        return enc.attn_maps, enc.pathology_logits, prefix, patch_emb, enc.cls, evidence
 
 
 class DecoderPrefillForExport(nn.Module):

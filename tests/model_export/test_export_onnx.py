@@ -59,7 +59,14 @@ def test_encoder_and_greedy_tokens_match_pytorch(tiny_weights_dir: Path, engine:
     model, tok, _ = load_checkpoint(tiny_weights_dir.parent / "tiny.pt")
     images = P.parity_images(5, 32, seed=7)
     diffs = P.encoder_diffs(model, engine, engine.preprocess(images))  # raises past 1e-3/1e-4
-    assert set(diffs) == {"node_attn", "pathology_logits", "prefix", "patch_emb", "cls"}
+    assert set(diffs) == {
+        "node_attn",
+        "pathology_logits",
+        "prefix",
+        "patch_emb",
+        "cls",
+        "patch_evidence",
+    }
     r = P.decode_parity(model, tok, engine, images, beam_size=1, max_new_tokens=40)
     assert r.identical == r.total == 5 and r.entities_equal
     with torch.no_grad():
