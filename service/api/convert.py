@@ -135,6 +135,7 @@ def report_response(
         model=model,
         timings_ms=timings_ms,
         batch_size=batch_size,
+        grounding_method=report.grounding_method,
     )
 
 
@@ -155,6 +156,8 @@ def ground_response(
             phrase=g.phrase,
             anatomy=node_out(g.node_id),
             score=_unit(g.score, -1.0, 1.0),
+            confidence=_unit(g.confidence),
+            method=g.method,
             box=box_out(g.box),
             heatmap=heatmap_out(g.heatmap, colormap, png) if heatmaps else None,
         )

@@ -104,6 +104,7 @@ class ReportResponse(BaseModel):
     model: ModelRef
     timings_ms: dict[str, float]  # decode, queue, engine stages (preprocess, encoder...), total
     batch_size: int  # images in the engine call this request ran in
+    grounding_method: str  # what made the sentence maps, e.g. "anatomy-pooling"
     disclaimer: str = DISCLAIMER
 
 
@@ -113,6 +114,8 @@ class GroundingOut(BaseModel):
     phrase: str
     anatomy: AnatomyNodeOut
     score: float = Field(ge=-1, le=1)  # cosine similarity of phrase and anatomy query
+    confidence: float = Field(ge=0, le=1)  # map quality of the named anatomy (0 = flat map)
+    method: str  # what made the map: anatomy-map, anatomy-map-x-finding-evidence, ...
     box: BoxOut
     heatmap: HeatmapOut | None
 

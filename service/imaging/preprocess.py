@@ -182,14 +182,13 @@ def _jet(v: np.ndarray) -> np.ndarray:
 
 
 def heatmap_png(heatmap: np.ndarray, colormap: bool) -> bytes:
-    """Encode a (h, w) map as PNG, values scaled by the map's max (negatives -> 0).
+    """Encode a (h, w) map of values in [0, 1] as PNG, clipped, never rescaled (a flat, dim
+    map stays dim: see ``service.inference.heatmaps``).
 
     ``colormap=False``: 8-bit grey ("L"). ``colormap=True``: RGBA jet with alpha = value, so the
     PNG overlays the image directly (zero = fully transparent).
     """
-    m = np.clip(_as_2d(heatmap, "heatmap"), 0.0, None)
-    peak = float(m.max())
-    v = m / peak if peak > 0 else m
+    v = np.clip(_as_2d(heatmap, "heatmap"), 0.0, 1.0)
     alpha = np.rint(v * 255.0).astype(np.uint8)
     if colormap:
         rgb = np.rint(_jet(v) * 255.0).astype(np.uint8)

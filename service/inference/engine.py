@@ -28,6 +28,7 @@ from tokenizers import Tokenizer
 from model_export.ssacl import anatomy
 from model_export.ssacl import entities as ent
 from service.imaging.preprocess import batch_inputs, to_model_input
+from service.inference.coherence import coherent_sentences, kept_text
 from service.inference.decoding import (
     Decoded,
     SearchParams,
@@ -36,6 +37,7 @@ from service.inference.decoding import (
     greedy_search,
 )
 from service.inference.grounding import phrase_grounding, sentence_groundings, split_sections
+from service.inference.heatmaps import MapRules
 from service.inference.manifest import Manifest, WeightsError, graph_files, load_manifest
 from service.inference.session import choose_providers, create_session, run
 from service.inference.types import GenerateOptions, Grounding, Report
@@ -49,10 +51,12 @@ GRAPHS = ("encoder", "decoder_prefill", "decoder_step", "text_encoder")
 class EncoderOutput:
     """``encoder.onnx`` outputs for a batch (see ``model_export.export.wrappers``)."""
 
-    node_attn: np.ndarray  # (B, 32, g, g) per-node attention maps
-    entity_probs: np.ndarray  # (B, 14) sigmoid of the pathology logits
+    node_attn: np.ndarray  # (B, 32, g, g) per-node maps
+    entity_probs: np.ndarray  # (B, 14) calibrated: sigmoid(logit / temperature of the label)
     prefix: np.ndarray  # (B, P, Ddec) decoder visual prefix
     patch_emb: np.ndarray  # (B, N, E) L2-normalised patch embeddings
+    evidence: np.ndarray | None = None  # (B, 14, g, g) patch finding probabilities
+    logits: np.ndarray | None = None  # (B, 14) raw pathology logits
 
 
 @dataclass(frozen=True)
@@ -105,6 +109,12 @@ class OrtEngine:
         self.node_text_emb = np.load(manifest.path(manifest.raw["constants"]["node_text_emb"]))
         self._dec = manifest.decoder
         self._graph_outputs = {k: g.outputs for k, g in manifest.graphs.items()}
+        self.map_rules = MapRules.from_manifest(manifest.raw)
+        n, cal = len(manifest.labels), manifest.raw.get("calibration") or {}
+        self.temperature = np.asarray(cal.get("temperature", [1.0] * n), np.float64)
+        self.thresholds = np.asarray(
+            cal.get("thresholds", [manifest.entity_threshold] * n), np.float64
+        )
 
     @classmethod
     def from_weights(
@@ -180,8 +190,20 @@ class OrtEngine:
                 strict=True,
             )
         )
-        probs = 1.0 / (1.0 + np.exp(-outs["pathology_logits"].astype(np.float64)))
-        return EncoderOutput(outs["node_attn"], probs, outs["prefix"], outs["patch_emb"])
+        logits = outs["pathology_logits"].astype(np.float64)
+        probs = 1.0 / (1.0 + np.exp(-logits / self.temperature))
+        return EncoderOutput(
+            outs["node_attn"], probs, outs["prefix"], outs["patch_emb"],
+            outs.get("patch_evidence"), logits,
+        )  # fmt: skip
+
+    def entities(self, probs: np.ndarray) -> tuple[str, ...]:
+        """Predicted findings of one image: calibrated probability >= the label's threshold
+        ("No Finding" is never an entity)."""
+        return tuple(
+            name for name, p, t in zip(self.manifest.labels, probs, self.thresholds, strict=True)
+            if name != "No Finding" and p >= t
+        )  # fmt: skip
 
     def prefill(
         self, prefix: np.ndarray, input_ids: np.ndarray, mask: np.ndarray, pos: np.ndarray
@@ -259,8 +281,7 @@ class OrtEngine:
         t1 = time.perf_counter()
         enc = self.encode(x)
         t2 = time.perf_counter()
-        thr = self.manifest.entity_threshold
-        found = [ent.entities_from_scores(p.tolist(), thr) for p in enc.entity_probs]
+        found = [self.entities(p) for p in enc.entity_probs]
         seqs = self.decode(enc.prefix, found, options.beam_size, options.max_new_tokens)
         t3 = time.perf_counter()
         times = {"preprocess": t1 - t0, "encoder": t2 - t1, "decoding": t3 - t2}
@@ -287,8 +308,12 @@ class OrtEngine:
         heat_hw = (options.heatmap_size or image_hw) if options.heatmaps else None
         sentences = sentence_groundings(
             text, seq.tokens, seq.token_probs, self.decoder_tokenizer.decode,
-            enc.node_attn[i], probs, cands, image_hw, heat_hw,
+            enc.node_attn[i], probs, cands, image_hw, heat_hw, self.map_rules,
         )  # fmt: skip
+        # drop repeated or self-contradicting sentences after grounding (token offsets match)
+        keep, dropped = coherent_sentences([g.text for g in sentences], found)
+        text = kept_text(text, [g.text for g in sentences], keep)
+        sentences = tuple(sentences[k] for k in keep)
         findings, impression = split_sections(text)
         return Report(
             text=text,
@@ -300,6 +325,8 @@ class OrtEngine:
             sentences=sentences,
             num_tokens=len(seq.tokens),
             timings=times | {"heatmaps": time.perf_counter() - t0},
+            grounding_method=self.map_rules.node_maps,
+            dropped={k: v for k, v in dropped.items() if v},
         )
 
     def ground(
@@ -312,10 +339,14 @@ class OrtEngine:
         enc = self.encode(self.preprocess([image]))
         emb = self.embed_text(phrases)
         hw = (int(image.shape[0]), int(image.shape[1]))
+        evidence = None if enc.evidence is None else enc.evidence[0]
         return [
-            phrase_grounding(p, enc.patch_emb[0], e, self.node_text_emb, hw, heatmap_hw)
+            phrase_grounding(
+                p, enc.node_attn[0], evidence, enc.patch_emb[0], e, self.node_text_emb, hw,
+                heatmap_hw, self.map_rules, self.manifest.labels,
+            )
             for p, e in zip(phrases, emb, strict=True)
-        ]
+        ]  # fmt: skip
 
     def warm_up(self) -> None:
         """One tiny generate and ground call so the first request is not slow."""

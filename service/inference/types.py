@@ -48,6 +48,8 @@ class Report:
     sentences: tuple[SentenceGrounding, ...]
     num_tokens: int
     timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds
+    grounding_method: str = "anatomy-pooling"  # what made the sentence maps (manifest)
+    dropped: dict[str, int] = field(default_factory=dict)  # sentences removed, by reason
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,8 @@ class Grounding:
     score: float  # cosine similarity of phrase and best anatomy, in [-1, 1]
     box: Box
     heatmap: np.ndarray  # (H, W) float32 in [0, 1]
+    method: str = "anatomy-map"  # what made the map (service.inference.grounding)
+    confidence: float = 0.0  # map quality of the named anatomy, in [0, 1]
 
 
 class Engine(Protocol):

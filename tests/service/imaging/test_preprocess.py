@@ -98,10 +98,13 @@ def test_gaussian_smooth_matches_scipy(shape: tuple[int, int], sigma: float) -> 
 
 
 def test_heatmap_png_round_trip() -> None:
-    m = np.linspace(0, 2.0, 14 * 10).reshape(10, 14)  # max 2 -> scaled to 1
+    m = np.linspace(0, 2.0, 14 * 10).reshape(10, 14)  # values above 1 are clipped, not rescaled
     grey = Image.open(io.BytesIO(heatmap_png(m, colormap=False)))
     assert grey.mode == "L" and grey.size == (14, 10)
-    np.testing.assert_array_equal(np.asarray(grey), np.rint(m / 2.0 * 255).astype(np.uint8))
+    want = np.rint(np.clip(m, 0, 1) * 255).astype(np.uint8)
+    np.testing.assert_array_equal(np.asarray(grey), want)
+    dim = np.full((4, 4), 0.125)  # a flat, dim map stays dim
+    assert np.asarray(Image.open(io.BytesIO(heatmap_png(dim, colormap=False)))).max() == 32
     rgba = np.asarray(Image.open(io.BytesIO(heatmap_png(m, colormap=True))))
     assert rgba.shape == (10, 14, 4)
     np.testing.assert_array_equal(rgba[..., 3], np.asarray(grey))  # alpha = value

@@ -8,50 +8,65 @@ import pytest
 from model_export.ssacl import anatomy
 from service.imaging.preprocess import resize_map
 from service.inference.grounding import (
-    box_in_pixels,
     entity_agreement,
-    grid_map,
     language_confidence,
-    normalise01,
+    phrase_grounding,
     sentence_nodes,
     sentence_token_probs,
     split_sections,
     token_spans,
+)
+from service.inference.heatmaps import (
+    MapRules,
+    box_in_pixels,
+    concentration,
+    density,
+    display_grid,
+    map_quality,
+    node_density,
     upsample,
 )
 
+RCP, LCP = 12, 19  # right / left costophrenic angle
+
 
 def blob_maps(g: int = 14) -> np.ndarray:
+    """Flat maps except two blobs: right CP angle lower left, left CP angle lower right."""
     maps = np.full((32, g, g), 1.0 / g**2, np.float32)
-    maps[12] = 0.0
-    maps[12, 10:12, 2:4] = 1.0  # node 12 (right CP angle): lower left of the image
-    maps[19] = 0.0
-    maps[19, 10:12, 10:12] = 1.0  # node 19 (left CP angle): lower right
+    maps[RCP] = 0.0
+    maps[RCP, 10:12, 2:4] = 0.25  # a distribution over the patches, like the pooling weights
+    maps[LCP] = 0.0
+    maps[LCP, 10:12, 10:12] = 0.25
     return maps
 
 
-def test_normalise01() -> None:
-    out = normalise01(np.array([[2.0, 4.0], [3.0, 6.0]]))
-    assert out.dtype == np.float32 and out.min() == 0.0 and out.max() == 1.0
-    assert not normalise01(np.ones((3, 3))).any()
+def test_density_is_relative_to_uniform() -> None:
+    d = density(blob_maps()[RCP])
+    assert d.mean() == pytest.approx(1.0) and d.max() == pytest.approx(196 / 4)
+    assert np.all(density(np.zeros((4, 4))) == 1.0)  # no mass: flat, never a division by 0
 
 
-def test_grid_map_smooths_and_combines() -> None:
-    maps = blob_maps()
-    one = grid_map(maps, [12])
-    assert one.shape == (14, 14) and one.max() == pytest.approx(1.0)
-    assert one[10:12, 2:4].mean() > one[2:4, 10:12].mean() + 0.5
-    assert 0 < one[9, 2] < 1  # spread by the sigma 1.5 blur
-    both = grid_map(maps, [12, 19])
-    assert both[10:12, 10:12].mean() > 0.8 and both[10:12, 2:4].mean() > 0.8
+def test_flat_map_stays_flat_and_dim() -> None:
+    rules = MapRules()
+    flat = display_grid(density(np.ones((14, 14))), rules)
+    assert flat.max() - flat.min() < 1e-6  # no stretch to full contrast
+    assert flat.max() == pytest.approx(1.0 / rules.density_full_scale)
+    peaked = display_grid(node_density(blob_maps(), [RCP]), rules)
+    assert peaked.max() == pytest.approx(1.0) and peaked[2, 10] < 0.05
+
+
+def test_combined_nodes_keep_both_blobs_and_mass() -> None:
+    both = node_density(blob_maps(), [RCP, LCP])
+    assert both.mean() == pytest.approx(1.0)
+    assert both[10:12, 2:4].mean() == pytest.approx(both[10:12, 10:12].mean())
 
 
 def test_upsample_and_box_in_original_pixels() -> None:
-    g = grid_map(blob_maps(), [12])
+    g = display_grid(node_density(blob_maps(), [RCP]), MapRules())
     h, w = 700, 500
     heat = upsample(g, h, w)
     assert heat.shape == (h, w) and heat.dtype == np.float32
-    assert heat.min() == 0.0 and heat.max() == pytest.approx(1.0)
+    assert heat.min() >= 0.0 and heat.max() <= 1.0
     x0, y0, x1, y1 = box_in_pixels(g, h, w)
     assert 0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h
     # the blob covers grid cells x 2..3, y 10..11 of 14
@@ -62,10 +77,46 @@ def test_upsample_and_box_in_original_pixels() -> None:
 
 @pytest.mark.parametrize("hw", [(700, 500), (3, 5), (14, 14)])
 def test_upsample_matches_resize_map(hw: tuple[int, int]) -> None:
-    g = grid_map(blob_maps(), [19])
-    ref = resize_map(g, *hw)
-    ref = (ref - ref.min()) / (ref.max() - ref.min())
-    np.testing.assert_allclose(upsample(g, *hw), ref, atol=2e-6)
+    g = display_grid(node_density(blob_maps(), [LCP]), MapRules())
+    np.testing.assert_allclose(upsample(g, *hw), resize_map(g, *hw), atol=2e-6)
+
+
+def test_map_quality_flat_is_zero_concentrated_and_consistent_is_high() -> None:
+    rules = MapRules()
+    maps = blob_maps()
+    assert concentration(np.ones((14, 14)), None) == 0.0
+    assert map_quality(maps, [5], rules) == 0.0  # right lung map is flat
+    # the CP angle sits inside its parent (right lung) when the lung covers the lower left
+    maps[5] = 0.0
+    maps[5, 4:13, 1:6] = 1.0
+    good = map_quality(maps, [RCP], rules)
+    assert good > 0.5
+    maps[5] = 0.0
+    maps[5, 0:3, 8:13] = 1.0  # the "right lung" is now elsewhere: the child leaves its parent
+    assert map_quality(maps, [RCP], rules) < 0.05 < good
+
+
+def test_phrase_map_peaks_on_the_finding_inside_the_named_region() -> None:
+    g = 14
+    maps = np.full((32, g, g), 1.0 / g**2, np.float32)
+    maps[5] = 0.0
+    maps[5, 3:12, 1:6] = 1.0 / 45  # right lung: image left
+    evidence = np.full((14, g, g), 0.05, np.float32)
+    effusion = anatomy.CHEXPERT_LABELS.index("Pleural Effusion")
+    evidence[effusion, 10:12, 2:4] = 0.9  # effusion at the right base
+    evidence[effusion, 10:12, 10:12] = 0.9  # and evidence outside the named lung
+    emb = np.eye(32, 8, dtype=np.float32)[:, :8]
+    text = np.zeros(8, np.float32)
+    patch = np.zeros((g * g, 8), np.float32)
+    hw = (280, 280)
+    got = phrase_grounding("small right pleural effusion", maps, evidence, patch, text, emb, hw, hw)
+    assert got.method == "anatomy-map-x-finding-evidence"
+    y, x = np.unravel_index(int(np.argmax(got.heatmap)), got.heatmap.shape)
+    assert 10 <= y * g / hw[0] < 12 and 2 <= x * g / hw[1] < 4
+    lung = phrase_grounding("right lung", maps, evidence, patch, text, emb, hw, hw)
+    assert lung.method == "anatomy-map" and lung.node_id == 5
+    x0, y0, x1, y1 = lung.box
+    assert x1 <= 6 * 20 + 20 and x0 <= 2 * 20  # the box stays on the image's left
 
 
 def test_sentence_nodes() -> None:
