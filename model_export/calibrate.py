@@ -1,0 +1,135 @@
+"""Fit per-label temperatures and thresholds on validation data and ship them with the weights:
+``python -m model_export.calibrate --weights weights --folder ../shared/data/kermany-cxr-224/train``
+
+Through the service's engine (the ONNX graphs as served). Validation data, never the test data:
+validation phantoms (their own seed range) for every label, and the *calibration half* of the
+image folder's held-out patients (split by patient hash) for the labels the folder implies
+(Pneumonia, Lung Opacity, No Finding; a real-image temperature wins for those). The other half
+of those patients is the real test split for the expected calibration error (ECE), which is
+reported before and after. Writes ``calibration`` into ``manifest.json`` (hashes renewed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from model_export.data import readers
+from model_export.data.image_folder import split_key
+from model_export.data.pipeline import FolderSource, PhantomSource, phantom_seeds
+from model_export.metrics.calibration import (
+    best_threshold,
+    expected_calibration_error,
+    fit_temperature,
+)
+from service.inference.engine import OrtEngine
+from service.inference.manifest import MANIFEST_NAME, write_manifest
+
+FOLDER_LABELS = ("Pneumonia", "Lung Opacity", "No Finding")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m model_export.calibrate", description=__doc__)
+    p.add_argument("--weights", default="weights")
+    p.add_argument("--folder", default=None, help="labelled image folder (held-out part)")
+    p.add_argument("--val-phantoms", type=int, default=300)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--dry-run", action="store_true", help="report only, keep the manifest")
+    return p.parse_args(argv)
+
+
+def half_of(file_name: str) -> str:
+    """'calibration' or 'test': a second, independent hash of the patient key."""
+    digest = hashlib.sha1(("calibration:" + split_key(file_name)).encode()).digest()
+    return "calibration" if digest[0] < 128 else "test"
+
+
+def logits_of(engine: OrtEngine, images: Sequence[np.ndarray], batch: int) -> np.ndarray:
+    """(N, 14) raw pathology logits."""
+    out = []
+    for k in range(0, len(images), batch):
+        enc = engine.encode(engine.preprocess(list(images[k : k + batch])))
+        if enc.logits is None:
+            raise RuntimeError("engine returned no logits")
+        out.append(enc.logits)
+    return np.concatenate(out) if out else np.zeros((0, 14))
+
+
+def folder_split(
+    folder: Path, half: str, size: int
+) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    """Images, labels (N, 14) and label masks of one half of the folder's held-out patients."""
+    studies = readers.held_out_split(readers.read_image_folder(folder), "test")
+    src = FolderSource([s for s in studies if half_of(s.image_paths[0].name) == half], size)
+    samples = [src[i] for i in range(len(src))]
+    return ([np.asarray(s.image) for s in samples], np.array([s.labels for s in samples]),
+            np.array([s.label_mask for s in samples]))  # fmt: skip
+
+
+def fit(
+    engine: OrtEngine, opts: argparse.Namespace
+) -> tuple[list[float], list[float], dict[str, Any]]:
+    """Temperatures and thresholds per label, and a report of what they were fitted on."""
+    labels, size = list(engine.manifest.labels), engine.manifest.image_size
+    src = PhantomSource(phantom_seeds("val", opts.val_phantoms), size)
+    ph = [src[i] for i in range(len(src))]
+    z = logits_of(engine, [np.asarray(s.image) for s in ph], opts.batch_size)
+    y = np.array([s.labels for s in ph])
+    temps = [fit_temperature(z[:, c], y[:, c]) for c in range(len(labels))]
+    probs = 1 / (1 + np.exp(-z / np.asarray(temps)))
+    thresholds = [best_threshold(probs[:, c], y[:, c]) for c in range(len(labels))]
+    fitted = dict.fromkeys(labels, f"{len(ph)} validation phantoms")
+    if opts.folder:  # real images decide the labels they carry
+        imgs, fy, fm = folder_split(Path(opts.folder), "calibration", size)
+        fz = logits_of(engine, imgs, opts.batch_size)
+        for name in FOLDER_LABELS:
+            c, known = labels.index(name), fm[:, labels.index(name)] > 0
+            temps[c] = fit_temperature(fz[known, c], fy[known, c])
+            fp = 1 / (1 + np.exp(-fz[known, c] / temps[c]))
+            thresholds[c] = best_threshold(fp, fy[known, c])
+            fitted[name] = f"{int(known.sum())} real images (calibration half)"
+    return temps, thresholds, {"fitted_on": fitted}
+
+
+def real_ece(engine: OrtEngine, folder: Path, temps: Sequence[float], batch: int) -> dict[str, Any]:
+    """ECE before / after on the test half of the folder's held-out patients."""
+    labels = list(engine.manifest.labels)
+    imgs, y, m = folder_split(folder, "test", engine.manifest.image_size)
+    z = logits_of(engine, imgs, batch)
+    out: dict[str, Any] = {"n": len(imgs)}
+    for name in FOLDER_LABELS:
+        c = labels.index(name)
+        k = m[:, c] > 0
+        raw, cal = 1 / (1 + np.exp(-z[k, c])), 1 / (1 + np.exp(-z[k, c] / temps[c]))
+        out[name] = {"ece_before": expected_calibration_error(raw, y[k, c]),
+                     "ece_after": expected_calibration_error(cal, y[k, c])}  # fmt: skip
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    opts = parse_args(argv)
+    root = Path(opts.weights)
+    engine = OrtEngine.from_weights(root)
+    temps, thresholds, info = fit(engine, opts)
+    if opts.folder:
+        info["real_test_ece"] = real_ece(engine, Path(opts.folder), temps, opts.batch_size)
+    cal = {"temperature": [round(t, 4) for t in temps],
+           "thresholds": [round(t, 4) for t in thresholds], **info}  # fmt: skip
+    print(json.dumps(cal, indent=1))
+    if not opts.dry_run:
+        body = json.loads((root / MANIFEST_NAME).read_text(encoding="utf-8"))
+        body.pop("files", None)
+        body["calibration"] = cal
+        write_manifest(root, body)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,295 @@
+"""Grounding evaluation of an exported weights folder, through the service's own engine and
+map rules: ``python -m model_export.grounding_eval --weights weights --out runs/ground.json``.
+
+Phantoms (test seeds, never trained on), as served and with **more geometric jitter than
+training** (``augment.JITTER_TEST``): per-leaf, reference-sentence and finding-phrase pointing /
+mIoU / CNR against the exact masks, each beside the **atlas-only** map (the image-free prior:
+mean training masks) and the **oracle** (the truth mask averaged per patch: the grid's
+ceiling). Real radiographs (no labels needed): right lung left of the
+image midline and left lung right of it (centre of mass, and the peak of the "right lung" map),
+vertical order apical < upper < mid < lower < hemidiaphragm < abdomen on both sides, cardiac
+silhouette right of the midline, flip consistency (maps of the mirrored image vs mirrored maps).
+An image-free prior passes those; ``shift_follow`` (the content moved right by 10% of the width:
+how far the maps move, 1 = they follow the anatomy, 0 = they stay put) tells them apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from model_export.data.atlas import phantom_atlas
+from model_export.data.augment import JITTER_TEST, Augmenter
+from model_export.data.pipeline import PhantomSource, finding_masks, phantom_seeds
+from model_export.data.records import TrainSample
+from model_export.metrics.grounding import GroundingScores, aggregate, score_map
+from model_export.ssacl import anatomy
+from model_export.ssacl.batch import mask_cover
+from model_export.ssacl.text import sentence_anatomy
+from service.inference.engine import OrtEngine
+from service.inference.grounding import _stated, phrase_density, sentence_nodes
+from service.inference.heatmaps import MapRules, density, display_grid, node_density
+
+KINDS = ("model", "atlas", "oracle")
+VERTICAL = {  # top to bottom, per side
+    "right": ("right apical zone", "right upper lung zone", "right mid lung zone",
+              "right lower lung zone", "right hemidiaphragm", "abdomen"),
+    "left": ("left apical zone", "left upper lung zone", "left mid lung zone",
+             "left lower lung zone", "left hemidiaphragm", "abdomen"),
+}  # fmt: skip
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m model_export.grounding_eval", description=__doc__)
+    p.add_argument("--weights", default="weights", help="exported weights folder")
+    p.add_argument("--out", required=True, help="JSON file to write")
+    p.add_argument("--phantom-test", type=int, default=300, help="held-out phantoms")
+    p.add_argument("--folder", default=None, help="Kermany-style folder (held-out part)")
+    p.add_argument("--real", nargs="*", default=[], help="more real images (PNG/JPEG/DICOM)")
+    p.add_argument("--atlas-phantoms", type=int, default=256, help="as in training")
+    p.add_argument("--batch-size", type=int, default=16)
+    return p.parse_args(argv)
+
+
+def _batches(items: Sequence[Any], n: int) -> Iterator[Sequence[Any]]:
+    for k in range(0, len(items), n):
+        yield items[k : k + n]
+
+
+def encode(engine: OrtEngine, images: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Node maps (B, 32, g, g) and patch evidence (B, 14, g, g) as the service computes them."""
+    enc = engine.encode(engine.preprocess(list(images)))
+    ev = enc.evidence if enc.evidence is not None else np.zeros((len(images), 14, 1, 1))
+    return enc.node_attn, ev
+
+
+class PhantomScores:
+    """Scores per (kind, family): leaf maps, reference sentences, finding phrases."""
+
+    def __init__(self, atlas: np.ndarray, rules: MapRules) -> None:
+        self.atlas, self.rules = atlas, rules
+        self.lists: dict[str, list[GroundingScores]] = {}
+        self.leaf: dict[tuple[str, int], list[GroundingScores]] = {}
+
+    def _add(self, key: str, s: GroundingScores) -> None:
+        self.lists.setdefault(key, []).append(s)
+
+    def _show(self, d: np.ndarray, mask: np.ndarray) -> GroundingScores:
+        return score_map(display_grid(d, self.rules), mask, sigma=0.0)
+
+    def add(self, masks: np.ndarray, maps: np.ndarray, sentences: Sequence[Any]) -> None:
+        """One phantom: (32, S, S) masks, (32, g, g) model maps, its reference sentences."""
+        g = maps.shape[-1]
+        per_kind = {"model": maps, "atlas": self.atlas.reshape(-1, g, g),
+                    "oracle": mask_cover(masks, g)}  # fmt: skip
+        for kind, m in per_kind.items():
+            for k in anatomy.LEAF_IDS:
+                if masks[k].any():
+                    self.leaf.setdefault((kind, k), []).append(self._show(density(m[k]), masks[k]))
+        for s in sentences:
+            if not s.node_ids:
+                continue
+            truth = np.any(masks[list(s.node_ids)], axis=0)
+            nodes = sentence_nodes(sentence_anatomy(s.text, _stated(s.text)[1]), anatomy.ROOT_NAMES)
+            for kind in ("model", "atlas"):
+                self._add(
+                    f"{kind}/sentences", self._show(node_density(per_kind[kind], nodes), truth)
+                )
+            self._add("oracle/sentences", self._show(density(mask_cover(truth[None], g)[0]), truth))
+
+    def add_phrase(self, kind: str, d: np.ndarray, mask: np.ndarray) -> None:
+        self._add(f"{kind}/phrases", self._show(d, mask))
+
+    def result(self) -> dict[str, Any]:
+        out: dict[str, Any] = {k: aggregate(v) for k, v in sorted(self.lists.items())}
+        for kind in KINDS:
+            per = {anatomy.NODE_NAMES[k]: aggregate(v) for (kd, k), v in self.leaf.items()
+                   if kd == kind}  # fmt: skip
+            out[f"{kind}/leaves"] = {
+                m: float(np.mean([v[m] for v in per.values()])) for m in ("pointing", "mIoU", "CNR")
+            }
+            out[f"{kind}/per_leaf"] = per
+        return out
+
+
+def phantom_samples(n: int, size: int, jitter: bool) -> list[tuple[TrainSample, Any]]:
+    """(sample with masks, phantom) for ``n`` test phantoms, jittered when asked."""
+    src = PhantomSource(phantom_seeds("test", n), size, with_masks=True)
+    aug = Augmenter(JITTER_TEST)
+    out = []
+    for i in range(n):
+        ph = src.phantom(i)
+        s = TrainSample(ph.image, ph.report, (), (), "phantom", str(ph.seed), ph.masks,
+                        finding_masks(ph))  # fmt: skip
+        out.append((aug(s, np.random.default_rng([7, i])) if jitter else s, ph))
+    return out
+
+
+def evaluate_phantoms(
+    engine: OrtEngine, atlas: np.ndarray, n: int, jitter: bool, batch: int
+) -> dict[str, Any]:
+    """Leaf, sentence and phrase scores on ``n`` test phantoms (model, atlas, oracle)."""
+    rules, labels = engine.map_rules, list(engine.manifest.labels)
+    scores = PhantomScores(atlas, rules)
+    items = phantom_samples(n, engine.manifest.image_size, jitter)
+    for chunk in _batches(items, batch):
+        maps, ev = encode(engine, [np.asarray(s.image) for s, _ in chunk])
+        for b, (s, ph) in enumerate(chunk):
+            masks, fm = np.asarray(s.masks), np.asarray(s.finding_masks)
+            scores.add(masks, maps[b], ph.sentences)
+            _phrases(engine, scores, ph, maps[b], ev[b], fm, atlas, labels)
+    return scores.result()
+
+
+def _phrases(
+    engine: OrtEngine, scores: PhantomScores, ph: Any, maps: np.ndarray, ev: np.ndarray,
+    fm: np.ndarray, atlas: np.ndarray, labels: list[str],
+) -> None:  # fmt: skip
+    """Finding phrases (the reference sentence stating a positive finding) vs its mask."""
+    g = maps.shape[-1]
+    for s in ph.sentences:
+        if not s.positive or s.finding is None or s.finding == "Support Devices":
+            continue
+        mask = fm[labels.index(s.finding)]
+        if not mask.any():
+            continue
+        emb = engine.embed_text([s.text])[0]
+        patch = np.zeros((g * g, emb.shape[0]), np.float32)
+        d, _, _ = phrase_density(s.text, maps, ev, patch, emb, labels)
+        scores.add_phrase("model", d, mask)
+        d_atlas, _, _ = phrase_density(s.text, atlas.reshape(-1, g, g), None, patch, emb, labels)
+        scores.add_phrase("atlas", d_atlas, mask)
+        scores.add_phrase("oracle", density(mask_cover(mask[None], g)[0]), mask)
+
+
+def centre_of_mass(m: np.ndarray) -> tuple[float, float]:
+    """(x, y) in [0, 1] of a (g, g) map (x to the image's right, y down)."""
+    d = density(m)
+    g = d.shape[0]
+    c = (np.arange(g) + 0.5) / g
+    return float((d.sum(0) * c).sum() / d.sum()), float((d.sum(1) * c).sum() / d.sum())
+
+
+def label_free(maps: np.ndarray, flipped: np.ndarray) -> dict[str, float]:
+    """Checks on one image's (32, g, g) maps and those of its mirror image."""
+    nid = anatomy.node_id
+    rx, _ = centre_of_mass(maps[nid("right lung")])
+    lx, _ = centre_of_mass(maps[nid("left lung")])
+    hx, _ = centre_of_mass(maps[nid("cardiac silhouette")])
+    order = all(
+        np.all(np.diff([centre_of_mass(maps[nid(n)])[1] for n in names]) > 0)
+        for names in VERTICAL.values()
+    )
+    back = flipped[list(anatomy.MIRROR)][:, :, ::-1]
+    p = maps.reshape(32, -1) / maps.reshape(32, -1).sum(1, keepdims=True)
+    q = back.reshape(32, -1) / back.reshape(32, -1).sum(1, keepdims=True)
+    hell = 0.5 * ((np.sqrt(p) - np.sqrt(q)) ** 2).sum(1).mean()
+    shown = display_grid(density(maps[nid("right lung")]), MapRules())
+    peak_r = np.unravel_index(int(np.argmax(shown)), shown.shape)
+    return {
+        "laterality": float(rx < 0.5 < lx),
+        "peak_laterality": float(peak_r[1] < maps.shape[-1] / 2),
+        "vertical_order": float(order),
+        "heart_right_of_midline": float(hx > 0.5),
+        "flip_hellinger": float(hell),
+        "flipped_laterality": float(
+            centre_of_mass(flipped[nid("right lung")])[0]
+            < 0.5
+            < centre_of_mass(flipped[nid("left lung")])[0]
+        ),
+    }
+
+
+SHIFT = 0.1  # fraction of the width the image content is moved right in the shift check
+FOLLOW_NODES = ("right lung", "left lung", "cardiac silhouette")
+
+
+def shifted(image: np.ndarray, frac: float = SHIFT) -> np.ndarray:
+    """The image content moved right by ``frac`` of its width (black enters on the left)."""
+    dx = int(round(frac * image.shape[1]))
+    out = np.zeros_like(image)
+    out[:, dx:] = image[:, : image.shape[1] - dx]
+    return out
+
+
+def shift_follow(maps: np.ndarray, moved: np.ndarray) -> float:
+    """Mean over FOLLOW_NODES of (centre-of-mass shift) / SHIFT: 1 = the map follows the
+    anatomy, 0 = it stays put (an image-free prior scores 0)."""
+    ids = [anatomy.node_id(n) for n in FOLLOW_NODES]
+    return float(
+        np.mean([(centre_of_mass(moved[i])[0] - centre_of_mass(maps[i])[0]) / SHIFT for i in ids])
+    )
+
+
+def evaluate_real(engine: OrtEngine, images: dict[str, np.ndarray], batch: int) -> dict[str, Any]:
+    """Label-free checks on real radiographs; per-image rows and the means."""
+    names = list(images)
+    rows: dict[str, dict[str, float]] = {}
+    for chunk in _batches(names, batch):
+        arrs = [images[k] for k in chunk]
+        maps, _ = encode(engine, arrs)
+        flips, _ = encode(engine, [np.ascontiguousarray(a[:, ::-1]) for a in arrs])
+        moved, _ = encode(engine, [shifted(a) for a in arrs])
+        for k, m, f, mv in zip(chunk, maps, flips, moved, strict=True):
+            rows[k] = label_free(m, f) | {"shift_follow": shift_follow(m, mv)}
+    keys = next(iter(rows.values())).keys() if rows else ()
+    mean = {k: float(np.mean([r[k] for r in rows.values()])) for k in keys}
+    return {
+        "n": len(rows),
+        "mean": mean,
+        "failures": {
+            k: [n for n, r in rows.items() if r[k] < 1.0]
+            for k in keys
+            if k not in ("flip_hellinger", "shift_follow")
+        },
+    }
+
+
+def real_images(folder: str | None, extra: Sequence[str]) -> dict[str, dict[str, np.ndarray]]:
+    """Real images by set: the folder's held-out part, and the extra files (decoded as the
+    service decodes uploads)."""
+    from model_export.data import readers
+    from service.imaging.decode import decode_image
+    from service.imaging.types import DecodeLimits
+
+    sets: dict[str, dict[str, np.ndarray]] = {}
+    if folder:
+        studies = readers.held_out_split(readers.read_image_folder(Path(folder)), "test")
+        sets["kermany_held_out"] = {
+            st.study_id: readers.load_grey(st.image_paths[0], 224) for st in studies
+        }
+    if extra:
+        sets["adult"] = {
+            Path(p).name: decode_image(Path(p).read_bytes(), None, DecodeLimits()).pixels
+            for p in extra
+        }
+    return sets
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    o = parse_args(argv)
+    engine = OrtEngine.from_weights(o.weights)
+    size = engine.manifest.image_size
+    grid = size // int(engine.manifest.raw["config"]["vision"]["patch_size"])
+    atlas = phantom_atlas(o.atlas_phantoms, size, grid)
+    res: dict[str, Any] = {"weights": engine.model_facts, "rules": engine.map_rules.__dict__}
+    for name, jitter in (("phantoms", False), ("phantoms_jittered", True)):
+        res[name] = evaluate_phantoms(engine, atlas, o.phantom_test, jitter, o.batch_size)
+        print(name, json.dumps({k: v for k, v in res[name].items() if "per_leaf" not in k}))
+    for name, imgs in real_images(o.folder, o.real).items():
+        res[name] = evaluate_real(engine, imgs, o.batch_size)
+        print(name, json.dumps(res[name]["mean"]))
+    out = Path(o.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=1, default=str) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
