@@ -34,7 +34,15 @@ from model_export.ssacl.batch import mask_cover
 from model_export.ssacl.text import sentence_anatomy
 from service.inference.engine import OrtEngine
 from service.inference.grounding import _stated, phrase_density, sentence_nodes
-from service.inference.heatmaps import MapRules, density, display_grid, node_density
+from service.inference.heatmaps import (
+    MapRules,
+    box_in_pixels,
+    density,
+    display_grid,
+    node_density,
+    reference_area,
+    upsample,
+)
 
 KINDS = ("model", "atlas", "oracle")
 VERTICAL = {  # top to bottom, per side
@@ -76,12 +84,29 @@ class PhantomScores:
         self.atlas, self.rules = atlas, rules
         self.lists: dict[str, list[GroundingScores]] = {}
         self.leaf: dict[tuple[str, int], list[GroundingScores]] = {}
+        self.boxes: dict[str, list[tuple[float, float]]] = {}
 
     def _add(self, key: str, s: GroundingScores) -> None:
         self.lists.setdefault(key, []).append(s)
 
-    def _show(self, d: np.ndarray, mask: np.ndarray) -> GroundingScores:
-        return score_map(display_grid(d, self.rules), mask, sigma=0.0)
+    def _show(self, d: np.ndarray, mask: np.ndarray, nodes: Sequence[int] = ()) -> GroundingScores:
+        area = reference_area(nodes, self.rules) if nodes else None
+        return score_map(display_grid(d, self.rules, area), mask, sigma=0.0)
+
+    def _lung_boxes(self, kind: str, m: np.ndarray, masks: np.ndarray) -> None:
+        """The held-out protocol on phantoms: "right lung" / "left lung" map, box of pixels
+        >= half its peak vs the mask's box; peak inside the mask's box."""
+        size = masks.shape[-1]
+        for name in ("right lung", "left lung"):
+            k = anatomy.node_id(name)
+            grid = display_grid(density(m[k]), self.rules, reference_area([k], self.rules))
+            heat = upsample(grid, size, size)
+            got = box_in_pixels(grid, size, size, self.rules.box_threshold)
+            ys, xs = np.nonzero(masks[k])
+            want = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+            py, px = np.unravel_index(int(np.argmax(heat)), heat.shape)
+            inside = want[0] <= px < want[2] and want[1] <= py < want[3]
+            self.boxes.setdefault(kind, []).append((box_iou(got, want), float(inside)))
 
     def add(self, masks: np.ndarray, maps: np.ndarray, sentences: Sequence[Any]) -> None:
         """One phantom: (32, S, S) masks, (32, g, g) model maps, its reference sentences."""
@@ -89,9 +114,11 @@ class PhantomScores:
         per_kind = {"model": maps, "atlas": self.atlas.reshape(-1, g, g),
                     "oracle": mask_cover(masks, g)}  # fmt: skip
         for kind, m in per_kind.items():
+            self._lung_boxes(kind, m, masks)
             for k in anatomy.LEAF_IDS:
                 if masks[k].any():
-                    self.leaf.setdefault((kind, k), []).append(self._show(density(m[k]), masks[k]))
+                    score = self._show(density(m[k]), masks[k], (k,))
+                    self.leaf.setdefault((kind, k), []).append(score)
         for s in sentences:
             if not s.node_ids:
                 continue
@@ -115,6 +142,9 @@ class PhantomScores:
                 m: float(np.mean([v[m] for v in per.values()])) for m in ("pointing", "mIoU", "CNR")
             }
             out[f"{kind}/per_leaf"] = per
+            ious = np.array(self.boxes.get(kind, [(np.nan, np.nan)]))
+            out[f"{kind}/lung_boxes"] = {"n": len(ious), "IoU": float(np.mean(ious[:, 0])),
+                                         "pointing": float(np.mean(ious[:, 1]))}  # fmt: skip
         return out
 
 
@@ -166,6 +196,15 @@ def _phrases(
         d_atlas, _, _ = phrase_density(s.text, atlas.reshape(-1, g, g), None, patch, emb, labels)
         scores.add_phrase("atlas", d_atlas, mask)
         scores.add_phrase("oracle", density(mask_cover(mask[None], g)[0]), mask)
+
+
+def box_iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
+    """IoU of two (x0, y0, x1, y1) end-exclusive boxes."""
+    iw = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
 
 
 def centre_of_mass(m: np.ndarray) -> tuple[float, float]:

@@ -41,6 +41,7 @@ from service.inference.heatmaps import (
     display_grid,
     map_quality,
     node_density,
+    reference_area,
     upsample,
 )
 from service.inference.types import Box, Grounding, SentenceGrounding
@@ -154,7 +155,8 @@ def sentence_groundings(
         states, findings = _stated(s)
         nodes = sentence_nodes(sentence_anatomy(s, findings), candidates)
         if nodes not in done:
-            grid = display_grid(node_density(node_maps, nodes), rules)
+            area = reference_area(nodes, rules)
+            grid = display_grid(node_density(node_maps, nodes), rules, area)
             heat = None if heatmap_hw is None else upsample(grid, *heatmap_hw)
             box = box_in_pixels(grid, *image_hw, threshold=rules.box_threshold)
             done[nodes] = (box, heat, map_quality(node_maps, nodes, rules))
@@ -207,7 +209,8 @@ def phrase_grounding(
     ``node_text_emb`` (32, E). Box in ``image_hw`` pixels; heatmap at ``heatmap_hw``."""
     rules = rules or MapRules()
     d, named, method = phrase_density(phrase, node_maps, evidence, patch_emb, text_emb, labels)
-    grid = display_grid(d, rules)
+    area = reference_area(named, rules) if method == "anatomy-map" else None
+    grid = display_grid(d, rules, area)
     pool = list(named) or list(range(anatomy.NUM_NODES))
     cos = node_text_emb[pool] @ text_emb
     best = int(np.argmax(cos))

@@ -5,11 +5,17 @@ The rules (constants come from the manifest's ``grounding`` section, see :class:
 * **Density.** A node map is a distribution over the g x g patches (the pooling weights sum to
   1). It is shown as a density relative to a uniform map: ``d = map * g * g`` (1 = uniform).
   Several nodes (both CP angles) are averaged, which keeps the total mass.
-* **No stretch.** The displayed value is ``d / max(peak, density_full_scale)`` after the
-  Gaussian smoothing (sigma in patches): a map concentrated at least ``density_full_scale``
-  times above uniform reaches 1 at its peak; a flat map stays flat and dim (1 /
-  ``density_full_scale``) instead of being stretched to full contrast. There is no offset, so
-  "pixels >= half the peak" is the same set on the shown map and on the model's.
+* **No stretch.** Maps are smoothed (Gaussian, sigma in patches), then shown on a fixed scale,
+  never min-max stretched, so a flat map stays flat and dim:
+  - an anatomy map as **membership** ``1 - 2 ** (-p * A)``: p is the patch's share of the
+    node's mass and A the node's reference area in patches (``area_scale`` x ``exp`` of its
+    reference entropy, the spread of the atlas; ``area_scale`` and the smoothing sigma are
+    chosen on validation phantoms by ``model_export.calibrate --tune-maps``). A map uniform
+    over the node's usual area shows 0.5 inside and 0 outside; a flat map over the whole
+    image shows ``1 - 2 ** (-A / N)``.
+  - a finding map (anatomy x patch evidence) as density ``d / max(peak, density_full_scale)``.
+  Both are strictly increasing in the model's map (no offset, no ties), so its peak is the
+  model's peak.
 * **Box.** The largest 8-connected region of pixels >= ``box_threshold`` (0.5) x the peak of
   the smoothed, upsampled map, in original image pixels.
 * **Map quality** in [0, 1] = concentration x consistency. Concentration compares the map's
@@ -42,6 +48,7 @@ class MapRules:
     smooth_sigma: float = 1.5  # Gaussian sigma on the patch grid, in patches
     box_threshold: float = 0.5  # fraction of the peak that bounds the box region
     density_full_scale: float = 8.0  # density (x uniform) shown as 1
+    area_scale: float = 1.0  # membership reference area = area_scale x exp(reference entropy)
     reference_entropy: tuple[float, ...] = ()  # per node, nats; () = flat reference
     node_maps: str = "anatomy-pooling"  # how the node maps were made
     phrase_maps: str = "node-map-x-patch-evidence"  # how phrase maps are made
@@ -58,6 +65,7 @@ class MapRules:
             smooth_sigma=float(g.get("smooth_sigma", 1.5)),
             box_threshold=float(g.get("box_threshold", 0.5)),
             density_full_scale=float(g.get("density_full_scale", 8.0)),
+            area_scale=float(g.get("area_scale", 1.0)),
             reference_entropy=tuple(float(x) for x in g.get("reference_entropy", ())),
             node_maps=str(g.get("node_maps", "anatomy-pooling")),
             phrase_maps=str(g.get("phrase_maps", "node-map-x-patch-evidence")),
@@ -84,12 +92,23 @@ def node_density(maps: np.ndarray, node_ids: Sequence[int]) -> np.ndarray:
     return out
 
 
-def display_grid(d: np.ndarray, rules: MapRules) -> np.ndarray:
-    """Density (g, g) -> smoothed map in [0, 1] with the no-stretch scale (module docstring)."""
+def display_grid(d: np.ndarray, rules: MapRules, area: float | None = None) -> np.ndarray:
+    """Density (g, g) -> smoothed map in [0, 1] on a fixed scale (module docstring):
+    membership for a reference ``area`` in patches, else the density scale."""
     s = gaussian_smooth(d, rules.smooth_sigma) if rules.smooth_sigma > 0 else d
     s = np.clip(np.asarray(s, dtype=np.float64), 0.0, None)
-    out: np.ndarray = (s / max(float(s.max()), rules.density_full_scale)).astype(np.float32)
+    if area is not None:
+        out: np.ndarray = (1.0 - np.exp2(-s * (area / s.size))).astype(np.float32)
+        return out
+    out = (s / max(float(s.max()), rules.density_full_scale)).astype(np.float32)
     return out
+
+
+def reference_area(node_ids: Sequence[int], rules: MapRules) -> float | None:
+    """Mean reference area of the nodes in patches: ``area_scale`` x ``exp`` of the reference
+    entropy (the atlas's effective number of patches); None when the weights carry none."""
+    refs = [rules.reference_entropy[n] for n in node_ids if n < len(rules.reference_entropy)]
+    return rules.area_scale * float(np.mean(np.exp(refs))) if refs else None
 
 
 @lru_cache(maxsize=128)

@@ -12,7 +12,7 @@ import pytest
 from model_export.ssacl import anatomy
 from service.imaging.preprocess import resize_map
 from service.inference.engine import OrtEngine
-from service.inference.heatmaps import density, display_grid
+from service.inference.heatmaps import density, display_grid, reference_area
 from service.inference.manifest import WeightsError
 from service.inference.types import GenerateOptions, Report
 
@@ -109,9 +109,10 @@ def test_ground(engine: OrtEngine) -> None:
     ]
     # an anatomy phrase's heatmap is that node's map: density, smoothed, never stretched
     enc = engine.encode(engine.preprocess([im]))
-    node = enc.node_attn[0, anatomy.node_id("cardiac silhouette")]
+    heart = anatomy.node_id("cardiac silhouette")
     rules = engine.map_rules
-    want = resize_map(display_grid(density(node), rules), *im.shape)
+    area = reference_area([heart], rules)
+    want = resize_map(display_grid(density(enc.node_attn[0, heart]), rules, area), *im.shape)
     np.testing.assert_allclose(out[1].heatmap, want, atol=1e-5)
     # a requested heatmap size changes the map, not the box (still in image pixels)
     (small,) = engine.ground(im, phrases[:1], heatmap_hw=(20, 30))

@@ -24,6 +24,7 @@ from service.inference.heatmaps import (
     display_grid,
     map_quality,
     node_density,
+    reference_area,
     upsample,
 )
 
@@ -53,6 +54,18 @@ def test_flat_map_stays_flat_and_dim() -> None:
     assert flat.max() == pytest.approx(1.0 / rules.density_full_scale)
     peaked = display_grid(node_density(blob_maps(), [RCP]), rules)
     assert peaked.max() == pytest.approx(1.0) and peaked[2, 10] < 0.05
+
+
+def test_membership_shows_half_inside_a_uniform_node_and_stays_dim_when_flat() -> None:
+    rules = MapRules(smooth_sigma=0.0)
+    maps = blob_maps()  # right CP angle uniform over 4 of 196 patches
+    inside = display_grid(node_density(maps, [RCP]), rules, area=4.0)
+    assert inside[10, 2] == pytest.approx(0.5) and inside[2, 10] == 0.0
+    flat = display_grid(density(np.ones((14, 14))), rules, area=4.0)
+    assert flat.max() - flat.min() < 1e-7 and flat.max() == pytest.approx(1 - 2 ** (-4 / 196))
+    assert reference_area([RCP], MapRules(reference_entropy=(np.log(4.0),) * 32)) == (
+        pytest.approx(4.0)
+    )
 
 
 def test_combined_nodes_keep_both_blobs_and_mass() -> None:
