@@ -86,6 +86,9 @@ async def report(
     heatmaps: bool | None = None,
     heatmap_size: Annotated[int | None, Query(ge=8, le=8192, description="max side, px")] = None,
     colormap: bool | None = None,
+    min_new_tokens: Annotated[int | None, Query(ge=0, le=200, description="default: model")] = None,
+    repetition_penalty: Annotated[float | None, Query(ge=1.0, le=5.0)] = None,
+    length_penalty: Annotated[float | None, Query(ge=0.0, le=5.0)] = None,
 ) -> ReportResponse:
     """Report text, entities, anatomy candidates and per-sentence grounding (boxes, heatmaps)."""
     s = state.settings
@@ -100,6 +103,9 @@ async def report(
             max_new_tokens=max_new_tokens or s.default_max_new_tokens,
             heatmaps=s.heatmaps_default if heatmaps is None else heatmaps,
             heatmap_size=heatmap_shape(img.height, img.width, heatmap_size or s.heatmap_max_side),
+            min_new_tokens=min_new_tokens,
+            repetition_penalty=repetition_penalty,
+            length_penalty=length_penalty,
         )
         done = await batcher.generate(img.pixels, options, s.request_timeout_s)
         rep = done.report

@@ -20,6 +20,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import onnxruntime as ort
@@ -43,6 +44,7 @@ from service.inference.session import choose_providers, create_session, run
 from service.inference.types import GenerateOptions, Grounding, Report
 
 __all__ = ["EncoderOutput", "OrtEngine", "WeightsError"]
+_T = TypeVar("_T", int, float)
 log = logging.getLogger(__name__)
 GRAPHS = ("encoder", "decoder_prefill", "decoder_step", "text_encoder")
 
@@ -79,6 +81,10 @@ def _drop(s: Decoded, pad_id: int) -> Decoded:
     keep = [i for i, t in enumerate(s.tokens) if t != pad_id]
     toks, probs = [s.tokens[i] for i in keep], [s.token_probs[i] for i in keep]
     return Decoded(toks, probs, s.score, s.finished)
+
+
+def _pick(value: _T | None, default: _T) -> _T:
+    return default if value is None else value
 
 
 def _graph_threads(graph: str, threads: int | None) -> int | None:
@@ -226,9 +232,16 @@ class OrtEngine:
         return logits, _Cache(kv, mask, c.next_pos + 1)
 
     def decode(
-        self, prefix: np.ndarray, found: list[tuple[str, ...]], beam_size: int, max_new: int
+        self,
+        prefix: np.ndarray,
+        found: list[tuple[str, ...]],
+        beam_size: int,
+        max_new: int,
+        options: GenerateOptions | None = None,
     ) -> list[Decoded]:
-        """Greedy (``beam_size`` 1) or beam search for each row's entities."""
+        """Greedy (``beam_size`` 1) or beam search for each row's entities; penalties and the
+        minimum length from ``options`` where given, else from the manifest."""
+        o = options or GenerateOptions()
         d = self._dec
         prompts = [self.prompt_ids(e) for e in found]
         pmask = np.zeros(prefix.shape[:2], np.int64)
@@ -240,10 +253,10 @@ class OrtEngine:
         params = SearchParams(
             eos_id=int(d["eos_id"]),
             max_new_tokens=max(1, min(max_new, int(d["report_max_len"]), room)),
-            min_new_tokens=int(d.get("min_new_tokens", 0)),
+            min_new_tokens=_pick(o.min_new_tokens, int(d.get("min_new_tokens", 0))),
             beam_size=beam_size,
-            repetition_penalty=float(d["repetition_penalty"]),
-            length_penalty=float(d["length_penalty"]),
+            repetition_penalty=_pick(o.repetition_penalty, float(d["repetition_penalty"])),
+            length_penalty=_pick(o.length_penalty, float(d["length_penalty"])),
         )
         cache = _Cache(kv, pf.attention_mask, pf.next_pos)
         search = greedy_search if beam_size == 1 else beam_search
@@ -282,7 +295,7 @@ class OrtEngine:
         enc = self.encode(x)
         t2 = time.perf_counter()
         found = [self.entities(p) for p in enc.entity_probs]
-        seqs = self.decode(enc.prefix, found, options.beam_size, options.max_new_tokens)
+        seqs = self.decode(enc.prefix, found, options.beam_size, options.max_new_tokens, options)
         t3 = time.perf_counter()
         times = {"preprocess": t1 - t0, "encoder": t2 - t1, "decoding": t3 - t2}
         return [

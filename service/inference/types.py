@@ -22,6 +22,10 @@ class GenerateOptions:
     max_new_tokens: int = 100  # report length cap, in decoder tokens
     heatmaps: bool = True  # compute per-sentence heatmaps (boxes are always computed)
     heatmap_size: tuple[int, int] | None = None  # (H, W); None = each image's own size
+    # decoding overrides; None = the manifest's defaults (``decoder`` section)
+    min_new_tokens: int | None = None  # [EOS] forbidden before this many tokens
+    repetition_penalty: float | None = None  # > 1 discourages repeated tokens (release 2.0)
+    length_penalty: float | None = None  # beam score = sum log p / length ** this (release 2.0)
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -146,3 +147,12 @@ def test_service_never_imports_torch() -> None:
     )
     res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
+
+
+def test_decoding_options_override_the_manifest(engine: OrtEngine) -> None:
+    im = images()[0]
+    base = GenerateOptions(beam_size=1, max_new_tokens=30, heatmaps=False)
+    (longer,) = engine.generate([im], dataclasses.replace(base, min_new_tokens=30))
+    assert longer.num_tokens == 30  # [EOS] forbidden before 30 tokens, at most 30
+    (free,) = engine.generate([im], dataclasses.replace(base, repetition_penalty=1.0))
+    assert free.text.strip()  # accepted and decoded (the default is the manifest's 2.0)
