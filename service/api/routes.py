@@ -203,7 +203,7 @@ def model(state: StateDep, engine: EngineDep) -> ModelResponse:
         input_size=size if isinstance(size, (int, list)) else None,
         labels=[str(x) for x in labels] if isinstance(labels, (list, tuple)) else [],
         facts=facts,
-        anatomy=anatomy.graph_dict(),
+        anatomy=engine.anatomy_graph,
         limits={
             "max_body_bytes": s.max_body_bytes,
             "max_pixels": s.max_pixels,

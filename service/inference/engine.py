@@ -159,6 +159,11 @@ class OrtEngine:
         return str(self.sessions["encoder"].get_providers()[0])
 
     @property
+    def anatomy_graph(self) -> dict[str, object]:
+        """The manifest's anatomy graph (its version checked against the code's at load)."""
+        return dict(self.manifest.raw["anatomy"])
+
+    @property
     def model_facts(self) -> dict[str, object]:
         """JSON-ready manifest facts for GET /v1/model."""
         raw = self.manifest.raw

@@ -162,9 +162,27 @@ def load_manifest(root: Path, verify: bool = True) -> Manifest:
     unlisted = [f for f in needed if f not in m.files]
     if unlisted:
         raise WeightsError(f"{mpath}: files used but not hashed: {', '.join(unlisted)}")
+    check_graph(m.raw.get("anatomy"), mpath)
     if verify:
         verify_files(root, m.files)
     return m
+
+
+def check_graph(graph: object, where: Path) -> None:
+    """``WeightsError`` unless the weights' anatomy graph is the one this code implements
+    (same version and the same 32 node names in order): node ids mean nothing otherwise."""
+    from model_export.ssacl import anatomy
+
+    if not isinstance(graph, Mapping):
+        raise WeightsError(f"{where}: no anatomy graph in the manifest")
+    if graph.get("version") != anatomy.GRAPH_VERSION:
+        raise WeightsError(
+            f"{where}: anatomy graph version {graph.get('version')!r} is not the one this "
+            f"service implements ({anatomy.GRAPH_VERSION!r}); re-export the weights"
+        )
+    names = [n.get("name") if isinstance(n, Mapping) else n for n in graph.get("nodes", [])]
+    if names and tuple(names) != anatomy.NODE_NAMES:
+        raise WeightsError(f"{where}: the manifest's anatomy nodes differ from this service's")
 
 
 def graph_files(

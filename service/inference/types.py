@@ -82,6 +82,11 @@ class Engine(Protocol):
         """The ONNX Runtime execution provider in use, e.g. 'CPUExecutionProvider'."""
         ...
 
+    @property
+    def anatomy_graph(self) -> dict[str, object]:
+        """The anatomy graph the weights were trained with (the manifest's, verified)."""
+        ...
+
     def generate(self, images: list[np.ndarray], options: GenerateOptions) -> list[Report]:
         """Reports for a batch of (H, W) float32 images in [0, 1], one per image."""
         ...

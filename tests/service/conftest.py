@@ -95,6 +95,10 @@ class FakeEngine:
     def provider(self) -> str:
         return "CPUExecutionProvider"
 
+    @property
+    def anatomy_graph(self) -> dict[str, object]:
+        return anatomy.graph_dict()
+
     def generate(self, images: list[np.ndarray], options: GenerateOptions) -> list[Report]:
         with self._lock:
             self.batch_sizes.append(len(images))
