@@ -25,6 +25,7 @@ REJECT_REASONS = (
     "overload",
     "auth",
     "timeout",
+    "body_timeout",
     "too_large",
     "unsupported_media_type",
     "undecodable_image",

@@ -44,11 +44,15 @@ class Settings(BaseSettings):
     # queue wait + engine time per request before a 504
     request_timeout_s: float = Field(default=60.0, gt=0, le=600)
     retry_after_s: int = Field(default=2, ge=1, le=3600)  # Retry-After of 503 responses, s
+    # the whole request body must arrive within this (408 after); read before admission
+    body_timeout_s: float = Field(default=30.0, gt=0, le=600)
 
     # --- input limits ---
     max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)  # request body (413 above)
     max_pixels: int = Field(default=50_000_000, ge=1024)  # width * height (413 above)
     min_side: int = Field(default=32, ge=1)  # smallest accepted width or height, pixels
+    # decoded images are downscaled once to this longest side (boxes stay in original pixels)
+    working_max_side: int = Field(default=1024, ge=64, le=8192)
     max_phrases: int = Field(default=8, ge=1, le=64)  # phrases per /v1/ground request
     max_phrase_chars: int = Field(default=200, ge=1, le=2000)  # characters per phrase
 
@@ -60,8 +64,8 @@ class Settings(BaseSettings):
     # --- heatmap defaults (query parameters override per request) ---
     heatmaps_default: bool = True  # return per-sentence heatmaps unless ?heatmaps=false
     heatmap_colormap_default: bool = False  # grey PNG (False) or RGBA jet (True)
-    # longest heatmap side, px (never upscaled); None = original image size
-    heatmap_max_side: int | None = Field(default=None, ge=8, le=8192)
+    # longest heatmap side, px (never upscaled): heatmaps are in original pixels up to this side
+    heatmap_max_side: int = Field(default=2048, ge=8, le=8192)
 
     # --- logging ---
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"  # JSON logs to stderr

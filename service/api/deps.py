@@ -67,8 +67,9 @@ ImagingDep = Annotated[Imaging, Depends(get_imaging)]
 async def admitted(state: AppState) -> AsyncIterator[None]:
     """Admit one heavy request or raise :class:`Overloaded` (503) when at capacity.
 
-    Wraps reading, decoding, queueing and running, so memory stays bounded even before the
-    engine queue is reached.
+    Wraps decoding, queueing and running, so memory stays bounded even before the engine
+    queue is reached. The body is read *before* admission (within ``CXR_BODY_TIMEOUT_S``), so
+    slow or stalled uploads never hold a slot; a body in flight holds only the bytes received.
     """
     if state.admitted >= state.capacity:
         raise Overloaded(f"{state.admitted} requests are already in progress")

@@ -7,6 +7,7 @@ them with ``app.dependency_overrides``.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -18,7 +19,7 @@ from service.imaging.errors import UndecodableImage, UnsupportedMediaType
 from service.imaging.types import DecodedImage, DecodeLimits
 from service.settings import Settings
 
-from .errors import VALIDATION, ApiError
+from .errors import BODY_TIMEOUT, VALIDATION, ApiError
 
 RAW_TYPES = ("application/dicom", "image/png", "image/jpeg")
 MULTIPART = "multipart/form-data"
@@ -61,8 +62,24 @@ def media_type(header: str | None) -> str | None:
     return None if value in ("", "application/octet-stream") else value
 
 
-async def read_upload(request: Request, max_fields: int) -> Upload:
-    """The image of a request; 415 for other content types, 422 when empty or missing."""
+async def read_upload(request: Request, max_fields: int, timeout_s: float) -> Upload:
+    """The image of a request; 415 for other content types, 422 when empty or missing.
+
+    The whole body must arrive within ``timeout_s`` (one deadline for the request, not per
+    chunk, so a client trickling bytes cannot extend it): 408 ``body-timeout`` after that.
+    """
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await _read_upload(request, max_fields)
+    except TimeoutError:
+        raise ApiError(
+            BODY_TIMEOUT,
+            f"the request body did not arrive within {timeout_s:g} s",
+            headers={"Connection": "close"},
+        ) from None
+
+
+async def _read_upload(request: Request, max_fields: int) -> Upload:
     ctype = media_type(request.headers.get("content-type"))
     if ctype == MULTIPART:
         upload = await _read_multipart(request, max_fields)
@@ -101,6 +118,7 @@ def decode_limits(settings: Settings) -> DecodeLimits:
         max_bytes=settings.max_body_bytes,
         max_pixels=settings.max_pixels,
         min_side=settings.min_side,
+        max_side=settings.working_max_side,
     )
 
 
@@ -124,10 +142,16 @@ def collect_phrases(query: list[str], upload: Upload, settings: Settings) -> lis
     return phrases
 
 
-def heatmap_shape(height: int, width: int, max_side: int | None) -> tuple[int, int] | None:
-    """(H, W) scaled so the longest side is ``max_side`` (never upscaled); None = original."""
+def heatmap_cap(requested: int | None, settings: Settings) -> int:
+    """Longest heatmap side: the request's, else the default (``CXR_HEATMAP_MAX_SIDE``)."""
+    return requested or settings.heatmap_max_side
+
+
+def heatmap_shape(height: int, width: int, max_side: int) -> tuple[int, int]:
+    """(H, W) of the original image scaled so the longest side is at most ``max_side`` (never
+    upscaled): heatmaps are in original-image pixels up to that side."""
     longest = max(height, width)
-    if max_side is None or max_side >= longest:
-        return None
+    if max_side >= longest:
+        return height, width
     scale = max_side / longest
     return max(1, round(height * scale)), max(1, round(width * scale))

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 import numpy as np
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, Response
 
 from model_export.ssacl import anatomy
 from service.imaging.types import DecodedImage
@@ -24,6 +25,7 @@ from . import convert
 from .auth import require_api_key
 from .deps import BatcherDep, EngineDep, ImagingDep, StateDep, admitted
 from .errors import PROBLEM_MEDIA_TYPE, VALIDATION, ApiError
+from .fhir import FHIR_MEDIA_TYPE, report_bundle
 from .inputs import (
     MULTIPART,
     RAW_TYPES,
@@ -31,9 +33,11 @@ from .inputs import (
     Upload,
     collect_phrases,
     decode_limits,
+    heatmap_cap,
     heatmap_shape,
     read_upload,
 )
+from .rescale import groundings_in_original, report_in_original
 from .schemas import GroundResponse, ModelResponse, ProblemOut, ReportResponse
 from .state import AppState, request_id_of
 
@@ -43,6 +47,7 @@ PROBLEMS: dict[int | str, dict[str, Any]] = {
     for code, desc in {
         400: "Malformed multipart body",
         401: "Missing or invalid API key",
+        408: "Body not received within CXR_BODY_TIMEOUT_S",
         413: "Body or image too large",
         415: "Unsupported media type",
         422: "Invalid parameters, or an image that cannot be decoded or used",
@@ -69,6 +74,9 @@ async def _decode(imaging: Imaging, state: AppState, upload: Upload) -> tuple[De
     return img, time.perf_counter() - t0
 
 
+VARY = {"Vary": "Accept"}  # the report route answers JSON or a FHIR Bundle by Accept
+
+
 def _observe(state: AppState, timings_s: dict[str, float]) -> None:
     for stage, seconds in timings_s.items():
         if stage in STAGES:
@@ -89,26 +97,26 @@ async def report(
     min_new_tokens: Annotated[int | None, Query(ge=0, le=200, description="default: model")] = None,
     repetition_penalty: Annotated[float | None, Query(ge=1.0, le=5.0)] = None,
     length_penalty: Annotated[float | None, Query(ge=0.0, le=5.0)] = None,
-) -> ReportResponse:
+) -> ReportResponse | Response:
     """Report text, entities, anatomy candidates and per-sentence grounding (boxes, heatmaps)."""
     s = state.settings
     if max_new_tokens is not None and max_new_tokens > s.max_new_tokens_limit:
         raise ApiError(VALIDATION, f"max_new_tokens: at most {s.max_new_tokens_limit}")
     t0 = time.perf_counter()
-    async with admitted(state):
-        upload = await read_upload(request, max_fields=4)
+    upload = await read_upload(request, max_fields=4, timeout_s=s.body_timeout_s)
+    async with admitted(state):  # after the body: a slow upload never holds engine capacity
         img, decode_s = await _decode(imaging, state, upload)
         options = GenerateOptions(
             beam_size=beam_size or s.default_beam_size,
             max_new_tokens=max_new_tokens or s.default_max_new_tokens,
             heatmaps=s.heatmaps_default if heatmaps is None else heatmaps,
-            heatmap_size=heatmap_shape(img.height, img.width, heatmap_size or s.heatmap_max_side),
+            heatmap_size=heatmap_shape(img.height, img.width, heatmap_cap(heatmap_size, s)),
             min_new_tokens=min_new_tokens,
             repetition_penalty=repetition_penalty,
             length_penalty=length_penalty,
         )
         done = await batcher.generate(img.pixels, options, s.request_timeout_s)
-        rep = done.report
+        rep = report_in_original(done.report, img)  # boxes: working -> original pixels
         request.state.batch_size = done.batch_size
         request.state.queue_ms = round(done.queue_s * 1000.0, 2)
         _observe(state, {"decode": decode_s, **rep.timings})
@@ -129,6 +137,8 @@ async def report(
             )
         )
     out.timings_ms["total"] = round((time.perf_counter() - t0) * 1000.0, 2)  # incl. PNGs
+    if FHIR_MEDIA_TYPE in request.headers.get("accept", ""):  # content negotiation
+        return JSONResponse(report_bundle(out), media_type=FHIR_MEDIA_TYPE, headers=VARY)
     return out
 
 
@@ -157,9 +167,9 @@ async def ground(
     """Per phrase: best anatomy node, similarity score, box and heatmap."""
     s = state.settings
     t0 = time.perf_counter()
-    async with admitted(state):
-        upload = await read_upload(request, max_fields=s.max_phrases + 4)
-        phrases = collect_phrases(phrase or [], upload, s)
+    upload = await read_upload(request, s.max_phrases + 4, s.body_timeout_s)
+    phrases = collect_phrases(phrase or [], upload, s)
+    async with admitted(state):  # after the body: a slow upload never holds engine capacity
         img, decode_s = await _decode(imaging, state, upload)
         (groundings, ground_s), queue_s = await batcher.call(
             partial(
@@ -167,10 +177,11 @@ async def ground(
                 engine,
                 img.pixels,
                 phrases,
-                heatmap_shape(img.height, img.width, heatmap_size or s.heatmap_max_side),
+                heatmap_shape(img.height, img.width, heatmap_cap(heatmap_size, s)),
             ),
             s.request_timeout_s,
         )
+        groundings = groundings_in_original(groundings, img)  # boxes in original pixels
         request.state.queue_ms = round(queue_s * 1000.0, 2)
         _observe(state, {"decode": decode_s, "ground": ground_s})
         timings = {"decode": decode_s, "queue": queue_s, "ground": ground_s}
@@ -207,6 +218,7 @@ def model(state: StateDep, engine: EngineDep) -> ModelResponse:
         limits={
             "max_body_bytes": s.max_body_bytes,
             "max_pixels": s.max_pixels,
+            "working_max_side": s.working_max_side,
             "min_side": s.min_side,
             "max_beam_size": MAX_BEAM_SIZE,
             "max_new_tokens": s.max_new_tokens_limit,

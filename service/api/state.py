@@ -29,7 +29,7 @@ class AppState:
     load_error: str | None = None  # safe one-line reason when loading failed
     load_task: asyncio.Task[None] | None = field(default=None, repr=False)
     imaging: Imaging | None = None  # decoder + PNG encoder, imported on first use
-    admitted: int = 0  # /report and /ground requests being read, decoded, queued or run
+    admitted: int = 0  # /report and /ground requests (body read) being decoded, queued or run
 
     @property
     def capacity(self) -> int:

@@ -29,9 +29,13 @@ from pydicom.uid import (
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
+    JPEG2000TransferSyntaxes,
     JPEGExtended12Bit,
+    JPEGLSTransferSyntaxes,
+    JPEGTransferSyntaxes,
 )
 
+from service.imaging.codestream import first_frame_head, frame_header
 from service.imaging.dicom_render import code_string as _text
 from service.imaging.dicom_render import render
 from service.imaging.errors import (
@@ -41,6 +45,7 @@ from service.imaging.errors import (
     UnsupportedMediaType,
 )
 from service.imaging.types import DecodedImage, DecodeLimits, DicomFacts
+from service.imaging.working import reduce_factor, shrink_pixels
 
 RADIOGRAPH_MODALITIES = frozenset({"CR", "DX", "DR"})  # no warning for these (or for none)
 GREY_PHOTOMETRIC = frozenset({"MONOCHROME1", "MONOCHROME2"})
@@ -48,6 +53,10 @@ GREY_PHOTOMETRIC = frozenset({"MONOCHROME1", "MONOCHROME2"})
 _PIXEL_DATA_TAGS = (b"\xe0\x7f\x10\x00", b"\x7f\xe0\x00\x10")
 # first group of a dataset written without preamble: file meta (0002) or identifying (0008)
 _DATASET_STARTS = (b"\x02\x00", b"\x08\x00", b"\x00\x02", b"\x00\x08")
+# compressed syntaxes whose frame header gives its own size (checked before decoding)
+_SIZED_SYNTAXES = frozenset(
+    {*JPEG2000TransferSyntaxes, *JPEGTransferSyntaxes, *JPEGLSTransferSyntaxes}
+)
 
 
 def looks_like_dicom(data: bytes) -> bool:
@@ -160,6 +169,28 @@ def _check_geometry(ds: Dataset, facts: DicomFacts, limits: DecodeLimits) -> Non
         raise InvalidImage(f"DICOM image is {cols}x{rows}: sides under {limits.min_side} px")
 
 
+def _check_frame_header(ds: Dataset, facts: DicomFacts, limits: DecodeLimits) -> None:
+    """The compressed frame's own header must give the header's size (decoders trust it)."""
+    if _transfer_syntax(ds) not in _SIZED_SYNTAXES:
+        return
+    try:
+        head = frame_header(first_frame_head(ds.PixelData))
+    except Exception:
+        head = None
+    if head is None:
+        raise UndecodableImage(
+            f"the {facts.transfer_syntax} pixel data has no readable frame header"
+        ) from None
+    if (head.rows, head.columns, head.components) == (facts.rows, facts.columns, 1):
+        return
+    over = head.rows * head.columns > limits.max_pixels
+    raise UndecodableImage(
+        f"the {head.kind} frame header says {head.columns}x{head.rows} with "
+        f"{head.components} component(s){f', over {limits.max_pixels} pixels' if over else ''}"
+        f"; the DICOM header says {facts.columns}x{facts.rows} with 1: refused before decoding"
+    )
+
+
 def _check_decoder(ds: Dataset, facts: DicomFacts) -> None:
     """UnsupportedMediaType when no installed plugin decodes this transfer syntax."""
     uid = _transfer_syntax(ds)
@@ -223,13 +254,23 @@ def decode_dicom(data: bytes, limits: DecodeLimits) -> DecodedImage:
         UndecodableImage: not parseable, truncated or corrupt pixel data.
         InvalidImage: no pixel data, multi-frame, colour, sides under ``limits.min_side``.
         ImageTooLarge: Rows * Columns over ``limits.max_pixels`` (checked before decoding).
+        UndecodableImage: also a JPEG / JPEG-LS / JPEG 2000 frame whose own header disagrees
+            with Rows / Columns (the decoders would allocate the frame's size).
     """
     ds = read_dataset(data)
     _check_has_pixels(ds, data)
     facts = _facts(ds)
     _check_geometry(ds, facts, limits)
+    _check_frame_header(ds, facts, limits)
     _check_decoder(ds, facts)
     stored = _decode_pixels(ds, facts)
-    pixels, render_warnings = render(stored, ds)
+    factor = reduce_factor(facts.rows, facts.columns, limits.max_side)
+    pixels, render_warnings = render(stored, ds, factor)
     warnings = (*_content_warnings(facts), *render_warnings)
-    return DecodedImage(pixels=pixels, source="dicom", dicom=facts, warnings=warnings)
+    return DecodedImage(
+        pixels=shrink_pixels(pixels, limits.max_side),
+        source="dicom",
+        dicom=facts,
+        warnings=warnings,
+        original_hw=(facts.rows, facts.columns),
+    )

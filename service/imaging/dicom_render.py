@@ -16,12 +16,14 @@ import math
 import re
 
 import numpy as np
+from PIL import Image
 from pydicom.dataset import Dataset
 from pydicom.pixels.processing import apply_modality_lut, apply_voi
 
 from service.imaging.errors import UndecodableImage
 
 _CS_UNSAFE = re.compile(r"[^A-Z0-9 _]")
+STRIP_ROWS = 256  # rows rendered at once (float64 intermediates: 8 B x STRIP_ROWS x width)
 
 
 def code_string(ds: Dataset, keyword: str) -> str | None:
@@ -61,9 +63,9 @@ def window_to_unit(values: np.ndarray, center: float, width: float, function: st
     return np.clip((x - (center - 0.5)) / (width - 1) + 0.5, 0.0, 1.0)
 
 
-def _min_max(values: np.ndarray) -> np.ndarray:
+def _min_max(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """``values`` mapped to [0, 1] by the image's (not the strip's) range ``lo``..``hi``."""
     x = np.asarray(values, dtype=np.float64)
-    lo, hi = float(x.min()), float(x.max())
     if hi <= lo:
         return np.zeros_like(x)
     if math.isfinite(hi - lo):
@@ -99,8 +101,8 @@ def _window(ds: Dataset) -> tuple[float, float] | None:
     return center, width
 
 
-def _voi_unit(modal: np.ndarray, ds: Dataset) -> tuple[np.ndarray, list[str]]:
-    """VOI stage: LUT sequence, else first window, else min-max; plus warnings."""
+def _voi_unit(modal: np.ndarray, ds: Dataset, lo: float, hi: float) -> tuple[np.ndarray, list[str]]:
+    """VOI stage: LUT sequence, else first window, else min-max (image range); warnings."""
     if "VOILUTSequence" in ds and len(ds.VOILUTSequence) > 0:
         return _voi_lut_unit(modal, ds), []
     if "WindowCenter" in ds and "WindowWidth" in ds:
@@ -111,8 +113,8 @@ def _voi_unit(modal: np.ndarray, ds: Dataset) -> tuple[np.ndarray, list[str]]:
                 return window_to_unit(modal, *window, function), []
         except (ValueError, TypeError):
             pass
-        return _min_max(modal), ["invalid VOI window in the header; min-max used"]
-    return _min_max(modal), []
+        return _min_max(modal, lo, hi), ["invalid VOI window in the header; min-max used"]
+    return _min_max(modal, lo, hi), []
 
 
 def _modality(stored: np.ndarray, ds: Dataset) -> np.ndarray:
@@ -131,14 +133,54 @@ def _modality(stored: np.ndarray, ds: Dataset) -> np.ndarray:
     return modal
 
 
-def render(stored: np.ndarray, ds: Dataset) -> tuple[np.ndarray, list[str]]:
-    """Stored values -> float32 (H, W) in [0, 1], white = dense; plus rendering warnings."""
-    modal = _modality(stored, ds)
-    unit, warnings = _voi_unit(modal, ds)
+def _modal_range(stored: np.ndarray, ds: Dataset) -> tuple[float, float]:
+    """Min and max of the modality values, one strip of rows at a time."""
+    lo, hi = math.inf, -math.inf
+    for r in range(0, stored.shape[0], STRIP_ROWS):
+        modal = _modality(stored[r : r + STRIP_ROWS], ds)
+        lo, hi = min(lo, float(modal.min())), max(hi, float(modal.max()))
+    return lo, hi
+
+
+def _render_strip(
+    stored: np.ndarray, ds: Dataset, lo: float, hi: float
+) -> tuple[np.ndarray, list[str]]:
+    """Rows of stored values -> float32 rows in [0, 1], white = dense; plus warnings."""
+    unit, warnings = _voi_unit(_modality(stored, ds), ds, lo, hi)
     if code_string(ds, "PhotometricInterpretation") == "MONOCHROME1":
         unit = 1.0 - unit
     if not np.isfinite(unit).all():  # belt and braces: nothing non-finite leaves the decoder
         raise UndecodableImage("DICOM rendering gives NaN or infinite values")
-    if float(modal.max()) <= float(modal.min()):
-        warnings.append("image is uniform (all pixels have the same value)")
     return unit.astype(np.float32), warnings
+
+
+def _reduce(unit: np.ndarray, factor: int) -> np.ndarray:
+    """Mean of each ``factor`` x ``factor`` block (partial blocks at the edges: their mean)."""
+    if factor == 1:
+        return unit
+    return np.asarray(Image.fromarray(unit).reduce(factor), dtype=np.float32)
+
+
+def render(stored: np.ndarray, ds: Dataset, factor: int = 1) -> tuple[np.ndarray, list[str]]:
+    """Stored values -> float32 (H, W) in [0, 1], white = dense; plus rendering warnings.
+
+    Rendered a strip of rows at a time (min-max uses the whole image's range), each strip
+    reduced by ``factor`` (block means; strips are whole blocks, so this equals reducing the
+    whole image): the peak is the stored values, one strip's float64 intermediates and the
+    (reduced) float32 output.
+    """
+    if stored.ndim != 2 or stored.size == 0:
+        raise UndecodableImage(f"DICOM pixel array has shape {stored.shape}, expected 2-D")
+    lo, hi = _modal_range(stored, ds)
+    h, w = stored.shape
+    out = np.empty((-(-h // factor), -(-w // factor)), np.float32)
+    step = factor * max(1, STRIP_ROWS // factor)
+    warnings: list[str] = []
+    for r in range(0, h, step):
+        unit, strip_warnings = _render_strip(stored[r : r + step], ds, lo, hi)
+        reduced = _reduce(unit, factor)
+        out[r // factor : r // factor + reduced.shape[0]] = reduced
+        warnings = warnings or strip_warnings  # the same for every strip
+    if hi <= lo:
+        warnings.append("image is uniform (all pixels have the same value)")
+    return out, warnings

@@ -30,6 +30,7 @@ from service.imaging.errors import (
     UnsupportedMediaType,
 )
 from service.imaging.types import DecodedImage, DecodeLimits
+from service.imaging.working import shrink_image, working_hw
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 JPEG_SOI = b"\xff\xd8\xff"
@@ -115,16 +116,29 @@ def to_grey(im: Image.Image, significant_bits: int | None = None) -> tuple[np.nd
     return np.clip(grey, 0.0, 1.0).astype(np.float32), warnings
 
 
-def _upright(im: Image.Image) -> tuple[Image.Image, list[str]]:
-    """Apply the EXIF orientation; a malformed EXIF block is ignored with a warning."""
+def _upright(im: Image.Image) -> list[str]:
+    """Apply the EXIF orientation in place (no copy of an upright image); a malformed EXIF
+    block is ignored with a warning."""
     try:
-        return ImageOps.exif_transpose(im), []
+        ImageOps.exif_transpose(im, in_place=True)
     except Exception:
-        return im, ["EXIF orientation unreadable; image used as stored"]
+        return ["EXIF orientation unreadable; image used as stored"]
+    return []
+
+
+def _draft(im: Image.Image, max_side: int | None) -> None:
+    """JPEG only: let libjpeg decode at 1/2, 1/4 or 1/8 scale, still at least the working size
+    (the full-size image is then never allocated)."""
+    h, w = working_hw(im.height, im.width, max_side)
+    if im.format in ("JPEG", "MPO") and (h, w) != (im.height, im.width):
+        im.draft(im.mode, (w, h))
 
 
 def decode_raster(data: bytes, limits: DecodeLimits) -> DecodedImage:
-    """Decode a PNG or JPEG to float32 (H, W) in [0, 1] (white = bright in the file).
+    """Decode a PNG or JPEG to float32 (h, w) in [0, 1] (white = bright in the file).
+
+    The pixels are downscaled to ``limits.max_side`` (JPEG: partly while decoding) before the
+    float conversion; ``original_hw`` keeps the upright original size.
 
     Raises:
         UnsupportedMediaType: neither PNG nor JPEG.
@@ -137,6 +151,8 @@ def decode_raster(data: bytes, limits: DecodeLimits) -> DecodedImage:
         if not source:
             raise UnsupportedMediaType(f"image format {im.format} is not PNG or JPEG")
         _check_size(im.width, im.height, limits)
+        stored_hw = (im.height, im.width)
+        _draft(im, limits.max_side)
         try:
             im.load()
         except Exception as exc:
@@ -144,7 +160,15 @@ def decode_raster(data: bytes, limits: DecodeLimits) -> DecodedImage:
                 f"{source.upper()} data cannot be decoded ({type(exc).__name__}): "
                 "truncated or corrupt"
             ) from None
-        upright, warnings = _upright(im)
+        loaded = im.size
+        warnings = _upright(im)
+        turned = im.size != loaded  # rotated by 90 degrees
+        original_hw = stored_hw[::-1] if turned else stored_hw
         bits = png_significant_bits(data) if source == "png" else None
-        pixels, grey_warnings = to_grey(upright, bits)
-    return DecodedImage(pixels=pixels, source=source, warnings=(*warnings, *grey_warnings))
+        pixels, grey_warnings = to_grey(shrink_image(im, limits.max_side), bits)
+    return DecodedImage(
+        pixels=pixels,
+        source=source,
+        warnings=(*warnings, *grey_warnings),
+        original_hw=(int(original_hw[0]), int(original_hw[1])),
+    )

@@ -14,6 +14,7 @@ class DecodeLimits:
     max_bytes: int = 64 * 1024 * 1024  # request body / file size, bytes
     max_pixels: int = 50_000_000  # width * height, refuses decompression bombs
     min_side: int = 32  # smallest accepted width or height, pixels
+    max_side: int | None = None  # longest side of the decoded pixels (downscaled); None = keep
 
 
 @dataclass(frozen=True)
@@ -32,17 +33,24 @@ class DicomFacts:
 
 @dataclass(frozen=True)
 class DecodedImage:
-    """A decoded radiograph: (H, W) float32 in [0, 1], white = dense (MONOCHROME2 sense)."""
+    """A decoded radiograph: (h, w) float32 in [0, 1], white = dense (MONOCHROME2 sense).
+
+    ``pixels`` may be downscaled (``DecodeLimits.max_side``); ``height`` / ``width`` are always
+    those of the original image, the frame boxes are reported in.
+    """
 
     pixels: np.ndarray
     source: str  # "dicom" | "png" | "jpeg"
     dicom: DicomFacts | None = None
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    original_hw: tuple[int, int] | None = None  # (H, W) before downscaling; None = pixels'
 
     @property
     def height(self) -> int:
-        return int(self.pixels.shape[0])
+        """Height of the original image, pixels."""
+        return int(self.original_hw[0] if self.original_hw else self.pixels.shape[0])
 
     @property
     def width(self) -> int:
-        return int(self.pixels.shape[1])
+        """Width of the original image, pixels."""
+        return int(self.original_hw[1] if self.original_hw else self.pixels.shape[1])

@@ -170,3 +170,19 @@ def test_real_chest_dicom(client, name):
     assert d["modality"] == "CR" and d["body_part"] == "CHEST" and d["view_position"] == "PA"
     check_report(body, body["image"]["width"], body["image"]["height"])
     assert body["image"]["warnings"] == []
+
+
+def test_report_as_fhir_bundle_by_content_negotiation(client, images):
+    from fhir.resources.R4B.bundle import Bundle
+
+    hdr = {"content-type": "image/png", "accept": "application/fhir+json"}
+    r = client.post("/v1/report", content=images["png8"], headers=hdr)
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("application/fhir+json")
+    assert r.headers["vary"] == "Accept"
+    body = r.json()
+    Bundle.model_validate(body)
+    kinds = [e["resource"]["resourceType"] for e in body["entry"]]
+    assert body["type"] == "collection" and kinds[0] == "DiagnosticReport"
+    plain = client.post("/v1/report", content=images["png8"], headers={"content-type": "image/png"})
+    assert plain.headers["content-type"].startswith("application/json") and "report" in plain.json()
