@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy import ndimage
 
 from model_export.calibrate import FOLDER_LABELS, folder_split
 from model_export.data.pipeline import PhantomSource, phantom_seeds
@@ -86,9 +87,40 @@ def evaluate_phantoms(engine: OrtEngine, n: int, beams: int, batch: int) -> dict
     }
 
 
+#: Acquisition shifts applied to the real test half (image in [0, 1] -> image).
+SHIFTS: dict[str, Any] = {
+    "as acquired": lambda x: x,
+    "gamma 0.6 (brighter)": lambda x: np.clip(x, 0, 1) ** 0.6,
+    "gamma 1.6 (darker)": lambda x: np.clip(x, 0, 1) ** 1.6,
+    "blur 1.5 px + noise 0.03": lambda x: np.clip(
+        ndimage.gaussian_filter(x, 1.5) + np.random.default_rng(0).normal(0, 0.03, x.shape), 0, 1
+    ).astype(np.float32),
+    "zoomed out to 80%": lambda x: _zoom_out(x, 0.8),
+}
+
+
+def _zoom_out(x: np.ndarray, f: float) -> np.ndarray:
+    """The image shrunk by ``f`` about its centre on a black canvas (a wider field of view)."""
+    h, w = x.shape
+    small = ndimage.zoom(x, f, order=1)
+    out = np.zeros_like(x)
+    y0, x0 = (h - small.shape[0]) // 2, (w - small.shape[1]) // 2
+    out[y0 : y0 + small.shape[0], x0 : x0 + small.shape[1]] = small
+    return out
+
+
 def evaluate_real(engine: OrtEngine, folder: Path, batch: int) -> dict[str, Any]:
-    """AUROC and ECE of the calibrated probabilities on the real test half."""
+    """AUROC and ECE on the real test half, as acquired and under acquisition shifts."""
     imgs, y, m = folder_split(folder, "test", engine.manifest.image_size)
+    out: dict[str, Any] = {}
+    for name, shift in SHIFTS.items():
+        out[name] = _real_scores(engine, [shift(i) for i in imgs], y, m, batch)
+    return out
+
+
+def _real_scores(
+    engine: OrtEngine, imgs: list[np.ndarray], y: np.ndarray, m: np.ndarray, batch: int
+) -> dict[str, Any]:
     probs = np.concatenate([
         engine.encode(engine.preprocess(imgs[k : k + batch])).entity_probs
         for k in range(0, len(imgs), batch)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from model_export.ssacl import anatomy
 from service.inference.manifest import (
     MANIFEST_NAME,
     WeightsError,
@@ -23,6 +24,7 @@ BODY = {
     "decoder": {"eos_id": 3},
     "graphs": {"encoder": {"file": "encoder.onnx", "inputs": ["image"], "outputs": ["cls"]}},
     "tokenizers": {"decoder": "tok.json"},
+    "anatomy": anatomy.graph_dict(),
 }
 
 
