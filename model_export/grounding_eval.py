@@ -191,7 +191,7 @@ def _phrases(
             continue
         emb = engine.embed_text([s.text])[0]
         patch = np.zeros((g * g, emb.shape[0]), np.float32)
-        d, _, _ = phrase_density(s.text, maps, ev, patch, emb, labels)
+        d, _, _ = phrase_density(s.text, maps, ev, patch, emb, labels, scores.rules.evidence_power)
         scores.add_phrase("model", d, mask)
         d_atlas, _, _ = phrase_density(s.text, atlas.reshape(-1, g, g), None, patch, emb, labels)
         scores.add_phrase("atlas", d_atlas, mask)

@@ -18,9 +18,10 @@ Choices the release leaves open (``ssacl-method.md`` §3, [INF]), made here; the
 * **Phrase grounding** (``/ground``): the phrase's region is the node(s) it names (or, for a
   finding alone, the finding's default anatomy); when the phrase mentions a finding and the
   weights have a patch entity head, the region density is multiplied by the patch evidence of
-  that finding (``node-map-x-patch-evidence``), so "small right pleural effusion" peaks on
-  the effusion inside the right lung. A phrase naming neither anatomy nor a finding falls
-  back to the release's cosine(patch embedding, phrase embedding) (``text-patch-similarity``).
+  that finding raised to ``evidence_power`` (``anatomy-map-x-finding-evidence``), so "small
+  right pleural effusion" peaks on the effusion inside the right lung. A phrase naming
+  neither anatomy nor a finding falls back to the release's cosine(patch embedding, phrase
+  embedding) (``text-patch-similarity``).
   Best node = the named node whose name embedding is closest to the phrase (all 32 when it
   names none); ``score`` is that cosine.
 """
@@ -173,10 +174,12 @@ def phrase_density(
     patch_emb: np.ndarray,
     text_emb: np.ndarray,
     labels: Sequence[str],
+    power: float = 1.0,
 ) -> tuple[np.ndarray, tuple[int, ...], str]:
     """(g, g) density of one phrase, the nodes it names and the method that made the map.
 
-    ``evidence`` (14, g, g) patch finding probabilities (None or all zero: no patch head).
+    ``evidence`` (14, g, g) patch finding probabilities (None or all zero: no patch head),
+    raised to ``power`` (``MapRules.evidence_power``, chosen on validation phantoms).
     """
     _, findings = _stated(phrase)
     named = tuple(dict.fromkeys(sentence_anatomy(phrase, findings)))
@@ -189,7 +192,7 @@ def phrase_density(
     if not findings or not has_evidence or evidence is None:
         return region, named, "anatomy-map"
     ev = np.mean([evidence[labels.index(f)] for f in findings if f in labels], axis=0)
-    return density(region * ev), named, "anatomy-map-x-finding-evidence"
+    return density(region * ev**power), named, "anatomy-map-x-finding-evidence"
 
 
 def phrase_grounding(
@@ -208,7 +211,9 @@ def phrase_grounding(
     (14, g, g) or None; ``patch_emb`` (N, E) and ``text_emb`` (E,) L2-normalised;
     ``node_text_emb`` (32, E). Box in ``image_hw`` pixels; heatmap at ``heatmap_hw``."""
     rules = rules or MapRules()
-    d, named, method = phrase_density(phrase, node_maps, evidence, patch_emb, text_emb, labels)
+    d, named, method = phrase_density(
+        phrase, node_maps, evidence, patch_emb, text_emb, labels, rules.evidence_power
+    )
     area = reference_area(named, rules) if method == "anatomy-map" else None
     grid = display_grid(d, rules, area)
     pool = list(named) or list(range(anatomy.NUM_NODES))

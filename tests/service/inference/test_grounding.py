@@ -191,3 +191,21 @@ def test_token_spans_and_sentence_probs() -> None:
     probs = [0.1 * (i + 1) for i in range(8)]
     per = sentence_token_probs(text, ["the heart is normal.", "no effusion."], ends, probs)
     assert per == [probs[:5], probs[5:]]
+
+
+def test_evidence_power_sharpens_the_finding_map() -> None:
+    from service.inference.grounding import phrase_density
+
+    g = 14
+    maps = np.full((32, g, g), 1.0 / g**2, np.float32)
+    evidence = np.full((14, g, g), 0.5, np.float32)
+    effusion = anatomy.CHEXPERT_LABELS.index("Pleural Effusion")
+    evidence[effusion, 10, 2] = 1.0
+    zeros = np.zeros((g * g, 4), np.float32)
+    args = ("pleural effusion", maps, evidence, zeros, np.zeros(4, np.float32))
+    d1, _, m1 = phrase_density(*args, anatomy.CHEXPERT_LABELS, 1.0)
+    d4, _, m4 = phrase_density(*args, anatomy.CHEXPERT_LABELS, 4.0)
+    assert m1 == m4 == "anatomy-map-x-finding-evidence"
+    assert d1[10, 2] / d1[0, 0] == pytest.approx(2.0) and d4[10, 2] / d4[0, 0] == pytest.approx(
+        16.0
+    )
