@@ -9,17 +9,15 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 import time
 from collections.abc import Iterator
 
 import pytest
-import uvicorn
 
-from service.__main__ import uvicorn_options
 from service.app import create_app
 
-HOST = "127.0.0.1"
+from .uvicorn_thread import HOST, serve
+
 BODY_TIMEOUT_S = 1.5
 SLOW_CLIENTS = 6  # more than the capacity below (queue 1 + 1 x 1 running)
 
@@ -31,23 +29,8 @@ def server_port(make_settings, fake_engine) -> Iterator[int]:
         log_level="WARNING", queue_size=1, max_batch=1, body_timeout_s=BODY_TIMEOUT_S
     )
     app = create_app(settings, lambda s: fake_engine())
-    options = {**uvicorn_options(HOST, 0), "log_config": None, "log_level": "warning"}
-    server = uvicorn.Server(uvicorn.Config(app, **options))
-    thread = threading.Thread(target=server.run, name="uvicorn-slow-test", daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 30
-        while not server.started:
-            assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.01)
-        port = int(server.servers[0].sockets[0].getsockname()[1])
-        while not read_all(post(port, "/readyz", b"", method="GET")).startswith(b"HTTP/1.1 200"):
-            assert time.monotonic() < deadline, "app did not become ready"
-            time.sleep(0.02)
+    with serve(app, "uvicorn-slow-test") as port:
         yield port
-    finally:
-        server.should_exit = True
-        thread.join(15)
 
 
 def post(

@@ -7,40 +7,22 @@ Raw sockets: a client that sends part of its body and hangs up is counted as 499
 from __future__ import annotations
 
 import socket
-import threading
 import time
 from collections.abc import Iterator
 
 import pytest
-import uvicorn
 
-from service.__main__ import uvicorn_options
 from service.app import create_app
 
-HOST = "127.0.0.1"
+from .uvicorn_thread import HOST, serve
 
 
 @pytest.fixture
 def server_port(make_settings, fake_engine) -> Iterator[int]:
     """Port of a ready uvicorn serving the app on the fake engine; stopped afterwards."""
     app = create_app(make_settings(log_level="WARNING"), lambda s: fake_engine())
-    options = {**uvicorn_options(HOST, 0), "log_config": None, "log_level": "warning"}
-    server = uvicorn.Server(uvicorn.Config(app, **options))
-    thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 30
-        while not server.started:
-            assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.01)
-        port = int(server.servers[0].sockets[0].getsockname()[1])
-        while b" 200 " not in exchange(port, b"GET /readyz HTTP/1.1\r\n").split(b"\r\n")[0]:
-            assert time.monotonic() < deadline, "app did not become ready"
-            time.sleep(0.02)
+    with serve(app, "uvicorn-test") as port:
         yield port
-    finally:
-        server.should_exit = True
-        thread.join(15)
 
 
 def exchange(port: int, head: bytes, body: bytes = b"") -> bytes:
