@@ -33,14 +33,14 @@ serve-gpu: $(VENV)/.serve
 test: $(VENV)/.all prometheus
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy service model_export/ssacl
+	$(BIN)/mypy service model_export
 	$(BIN)/pytest -q -p no:cacheprovider
 
 lint: $(VENV)/.all
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
 typecheck: $(VENV)/.all
-	$(BIN)/mypy service model_export/ssacl
+	$(BIN)/mypy service model_export
 
 ## Deployment files: Dockerfile lint, compose files against the Compose Specification,
 ## Prometheus config and rules, alert unit tests (all also run by tests/deploy).

@@ -52,7 +52,7 @@ def figure(engine: OrtEngine, image: np.ndarray, phrases: Sequence[str] = PHRASE
         if side <= 1024
         else (image.shape[0] * 1024 // side, image.shape[1] * 1024 // side)
     )
-    small = np.asarray(Image.fromarray(image).resize((hw[1], hw[0]), Image.BILINEAR))
+    small = np.asarray(Image.fromarray(image).resize((hw[1], hw[0]), Image.Resampling.BILINEAR))
     panels = []
     for g in engine.ground(small, list(phrases), (hw[0], hw[1])):
         panels.append(

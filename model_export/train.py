@@ -287,8 +287,8 @@ def tokenizer_and_config(
 
 def override_loss_weights(cfg: SSACLConfig, opts: TrainOptions) -> SSACLConfig:
     """``cfg`` with the loss weights given on the command line (fresh or --init runs)."""
-    given = {"align": opts.align_weight, "mask": opts.mask_weight, "flip": opts.flip_weight}
-    given = {k: v for k, v in given.items() if v is not None}
+    flags = {"align": opts.align_weight, "mask": opts.mask_weight, "flip": opts.flip_weight}
+    given: dict[str, float] = {k: v for k, v in flags.items() if v is not None}
     if not given:
         return cfg
     return dataclasses.replace(cfg, loss_weights=dataclasses.replace(cfg.loss_weights, **given))

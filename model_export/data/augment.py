@@ -95,7 +95,8 @@ def intensity(image: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig) -
         x = ndimage.gaussian_filter(x, rng.uniform(0.4, 1.2))
     if cfg.noise > 0:
         x = x + rng.normal(0.0, rng.uniform(0.0, cfg.noise), x.shape)
-    return np.clip(x, 0.0, 1.0).astype(np.float32)
+    out: np.ndarray = np.clip(x, 0.0, 1.0).astype(np.float32)
+    return out
 
 
 class Augmenter:
