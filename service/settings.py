@@ -21,7 +21,11 @@ class Settings(BaseSettings):
     # hide_input_in_errors: a ValidationError (printed at start-up) never echoes a value, so a
     # bad CXR_API_KEYS entry cannot print the valid keys beside it
     model_config = SettingsConfigDict(
-        env_prefix="CXR_", env_file=".env", extra="ignore", hide_input_in_errors=True
+        env_prefix="CXR_",
+        env_file=".env",
+        extra="ignore",
+        hide_input_in_errors=True,
+        env_ignore_empty=True,  # `CXR_X=` (empty, as compose may pass it) means the default
     )
 
     # --- model ---

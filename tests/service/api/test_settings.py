@@ -85,3 +85,11 @@ def test_validation_errors_never_echo_input_values(monkeypatch, tmp_path, env):
     assert "input_value" not in shown
     for fragment in (GOOD_KEY, GOOD_KEY[:8], GOOD_KEY[-8:], "not-a-number", "has space"):
         assert fragment not in shown, fragment
+
+
+def test_empty_variable_means_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`CXR_HEATMAP_MAX_SIDE=` in an env file (or passed empty by compose) is the default."""
+    from service.settings import Settings
+
+    monkeypatch.setenv("CXR_HEATMAP_MAX_SIDE", "")
+    assert Settings().heatmap_max_side == 2048
