@@ -33,7 +33,7 @@ from model_export.ssacl import anatomy
 from model_export.ssacl.batch import mask_cover
 from model_export.ssacl.text import sentence_anatomy
 from service.inference.engine import OrtEngine
-from service.inference.grounding import _stated, phrase_density, sentence_nodes
+from service.inference.grounding import phrase_density, sentence_nodes, stated_findings
 from service.inference.heatmaps import (
     MapRules,
     box_in_pixels,
@@ -123,7 +123,9 @@ class PhantomScores:
             if not s.node_ids:
                 continue
             truth = np.any(masks[list(s.node_ids)], axis=0)
-            nodes = sentence_nodes(sentence_anatomy(s.text, _stated(s.text)[1]), anatomy.ROOT_NAMES)
+            nodes = sentence_nodes(
+                sentence_anatomy(s.text, stated_findings(s.text)[1]), anatomy.ROOT_NAMES
+            )
             for kind in ("model", "atlas"):
                 self._add(
                     f"{kind}/sentences", self._show(node_density(per_kind[kind], nodes), truth)

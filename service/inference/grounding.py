@@ -123,7 +123,7 @@ def sentence_token_probs(
     return out
 
 
-def _stated(sentence: str) -> tuple[dict[str, int | None], list[str]]:
+def stated_findings(sentence: str) -> tuple[dict[str, int | None], list[str]]:
     """CheXpert codes of the sentence's non-blank labels, and its mentioned findings."""
     states: dict[str, int | None] = {
         k: v.code for k, v in label_sentence(sentence).items() if v.code is not None
@@ -153,7 +153,7 @@ def sentence_groundings(
     out = []
     done: dict[tuple[int, ...], tuple[Box, np.ndarray | None, float]] = {}
     for s, probs in zip(sentences, per_sentence, strict=True):
-        states, findings = _stated(s)
+        states, findings = stated_findings(s)
         nodes = sentence_nodes(sentence_anatomy(s, findings), candidates)
         if nodes not in done:
             area = reference_area(nodes, rules)
@@ -181,7 +181,7 @@ def phrase_density(
     ``evidence`` (14, g, g) patch finding probabilities (None or all zero: no patch head),
     raised to ``power`` (``MapRules.evidence_power``, chosen on validation phantoms).
     """
-    _, findings = _stated(phrase)
+    _, findings = stated_findings(phrase)
     named = tuple(dict.fromkeys(sentence_anatomy(phrase, findings)))
     has_evidence = evidence is not None and bool(np.any(evidence > 0))
     if not named and not findings:
