@@ -24,15 +24,14 @@ import numpy as np
 
 from model_export.data import readers
 from model_export.data.image_folder import split_key
-from model_export.data.pipeline import FolderSource, PhantomSource, phantom_seeds
+from model_export.data.pipeline import FolderSource, PhantomSource, finding_masks, phantom_seeds
 from model_export.metrics.calibration import (
     best_threshold,
     expected_calibration_error,
     fit_temperature,
 )
-from model_export.ssacl import anatomy
 from service.inference.engine import OrtEngine
-from service.inference.heatmaps import box_in_pixels, density, display_grid, reference_area
+from service.inference.heatmaps import display_grid
 from service.inference.manifest import MANIFEST_NAME, write_manifest
 
 FOLDER_LABELS = ("Pneumonia", "Lung Opacity", "No Finding")
@@ -123,65 +122,55 @@ AREA_SCALES = (1.0, 1.5, 2.0)
 
 def tune_maps(engine: OrtEngine, n: int, batch: int) -> dict[str, Any]:
     """Smoothing sigma and membership area scale that maximise the right / left lung box IoU
-    (box of pixels >= half the peak vs the mask's box) on ``n`` validation phantoms."""
-    from model_export.grounding_eval import box_iou
+    (box of pixels >= half the peak vs the mask's box), and the evidence power that maximises
+    finding-phrase pointing, on ``n`` validation phantoms (encoded once)."""
+    from model_export.grounding_eval import lung_box_scores
 
-    size = engine.manifest.image_size
-    src = PhantomSource(phantom_seeds("val", n), size, with_masks=True)
-    samples = [src[i] for i in range(n)]
-    maps = np.concatenate([
-        engine.encode(engine.preprocess([np.asarray(s.image) for s in samples[k : k + batch]]))
-        .node_attn for k in range(0, n, batch)
-    ])  # fmt: skip
+    src = PhantomSource(phantom_seeds("val", n), engine.manifest.image_size)
+    phantoms = [src.phantom(i) for i in range(n)]
+    encs = [
+        engine.encode(engine.preprocess([ph.image for ph in phantoms[k : k + batch]]))
+        for k in range(0, n, batch)
+    ]
+    maps = np.concatenate([e.node_attn for e in encs])
     scores: dict[str, float] = {}
     for sigma in SIGMAS:
         for scale in AREA_SCALES:
             rules = dataclasses.replace(engine.map_rules, smooth_sigma=sigma, area_scale=scale)
-            ious = []
-            for s, m in zip(samples, maps, strict=True):
-                for k in (anatomy.node_id("right lung"), anatomy.node_id("left lung")):
-                    grid = display_grid(density(m[k]), rules, reference_area([k], rules))
-                    ys, xs = np.nonzero(np.asarray(s.masks)[k])
-                    truth = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
-                    ious.append(
-                        box_iou(box_in_pixels(grid, size, size, rules.box_threshold), truth)
-                    )
+            ious = [
+                iou
+                for ph, m in zip(phantoms, maps, strict=True)
+                for iou, _ in lung_box_scores(m, np.asarray(ph.masks, bool), rules)
+            ]
             scores[f"{sigma}/{scale}"] = float(np.mean(ious))
     best = max(scores, key=lambda k: scores[k])
     sigma, scale = (float(x) for x in best.split("/"))
-    power = tune_evidence_power(engine, samples)
-    return {"smooth_sigma": sigma, "area_scale": scale, "val_lung_box_iou": scores, **power}
+    out: dict[str, Any] = {"smooth_sigma": sigma, "area_scale": scale, "val_lung_box_iou": scores}
+    if all(e.evidence is not None for e in encs):
+        evidence = np.concatenate([e.evidence for e in encs if e.evidence is not None])
+        out |= tune_evidence_power(engine, phantoms, maps, evidence)
+    return out
 
 
 EVIDENCE_POWERS = (1.0, 2.0, 4.0)
 
 
-def tune_evidence_power(engine: OrtEngine, samples: Sequence[Any]) -> dict[str, Any]:
-    """The evidence power that maximises finding-phrase pointing on validation phantoms."""
-    from model_export.data.phantom import generate_phantom
+def tune_evidence_power(
+    engine: OrtEngine, phantoms: Sequence[Any], maps: np.ndarray, evidence: np.ndarray
+) -> dict[str, Any]:
+    """The evidence power that maximises finding-phrase pointing on validation phantoms
+    (``maps`` (n, 32, g, g) and ``evidence`` (n, 14, g, g) of ``phantoms``)."""
+    from model_export.grounding_eval import finding_phrases
     from model_export.metrics.grounding import score_map
     from service.inference.grounding import phrase_density
 
-    labels, size = list(engine.manifest.labels), engine.manifest.image_size
-    phantoms = [generate_phantom(int(s.sample_id.split("-")[1]), size) for s in samples]
+    labels = list(engine.manifest.labels)
     found: dict[float, list[float]] = {p: [] for p in EVIDENCE_POWERS}
-    for ph in phantoms:
-        enc = engine.encode(engine.preprocess([ph.image]))
-        if enc.evidence is None:
-            return {}
-        for s in ph.sentences:
-            if not s.positive or s.finding in (None, "Support Devices"):
-                continue
-            mask = np.zeros(ph.image.shape, bool)
-            for f in ph.findings:
-                mask |= np.asarray(f.mask, bool) if f.label == s.finding else False
-            if not mask.any():
-                continue
-            none = np.zeros((enc.patch_emb.shape[1], enc.patch_emb.shape[2]), np.float32)
+    none = np.zeros((maps.shape[-1] ** 2, 1), np.float32)  # no text fallback is needed here
+    for ph, m, ev in zip(phantoms, maps, evidence, strict=True):
+        for text, mask in finding_phrases(ph, finding_masks(ph), labels):
             for p in EVIDENCE_POWERS:
-                d, _, _ = phrase_density(
-                    s.text, enc.node_attn[0], enc.evidence[0], none, none[0], labels, p
-                )
+                d, _, _ = phrase_density(text, m, ev, none, none[0], labels, p)
                 found[p].append(score_map(display_grid(d, engine.map_rules), mask).pointing)
     means = {str(p): float(np.mean(v)) for p, v in found.items() if v}
     if not means:

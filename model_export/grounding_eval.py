@@ -94,19 +94,7 @@ class PhantomScores:
         return score_map(display_grid(d, self.rules, area), mask, sigma=0.0)
 
     def _lung_boxes(self, kind: str, m: np.ndarray, masks: np.ndarray) -> None:
-        """The held-out protocol on phantoms: "right lung" / "left lung" map, box of pixels
-        >= half its peak vs the mask's box; peak inside the mask's box."""
-        size = masks.shape[-1]
-        for name in ("right lung", "left lung"):
-            k = anatomy.node_id(name)
-            grid = display_grid(density(m[k]), self.rules, reference_area([k], self.rules))
-            heat = upsample(grid, size, size)
-            got = box_in_pixels(grid, size, size, self.rules.box_threshold)
-            ys, xs = np.nonzero(masks[k])
-            want = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
-            py, px = np.unravel_index(int(np.argmax(heat)), heat.shape)
-            inside = want[0] <= px < want[2] and want[1] <= py < want[3]
-            self.boxes.setdefault(kind, []).append((box_iou(got, want), float(inside)))
+        self.boxes.setdefault(kind, []).extend(lung_box_scores(m, masks, self.rules))
 
     def add(self, masks: np.ndarray, maps: np.ndarray, sentences: Sequence[Any]) -> None:
         """One phantom: (32, S, S) masks, (32, g, g) model maps, its reference sentences."""
@@ -179,23 +167,52 @@ def evaluate_phantoms(
     return scores.result()
 
 
+def lung_box_scores(
+    maps: np.ndarray, masks: np.ndarray, rules: MapRules
+) -> list[tuple[float, float]]:
+    """The held-out protocol on phantoms, per lung: the "right lung" / "left lung" map's box of
+    pixels >= half its peak vs the mask's box (IoU), and whether the peak lies in that box.
+    ``maps`` (32, g, g), ``masks`` (32, S, S)."""
+    size = masks.shape[-1]
+    out = []
+    for name in ("right lung", "left lung"):
+        k = anatomy.node_id(name)
+        grid = display_grid(density(maps[k]), rules, reference_area([k], rules))
+        heat = upsample(grid, size, size)
+        got = box_in_pixels(grid, size, size, rules.box_threshold)
+        ys, xs = np.nonzero(masks[k])
+        want = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+        py, px = np.unravel_index(int(np.argmax(heat)), heat.shape)
+        inside = want[0] <= px < want[2] and want[1] <= py < want[3]
+        out.append((box_iou(got, want), float(inside)))
+    return out
+
+
+def finding_phrases(
+    ph: Any, fm: np.ndarray, labels: Sequence[str]
+) -> Iterator[tuple[str, np.ndarray]]:
+    """(phrase, truth mask) of each reference sentence stating a positive finding with a
+    non-empty mask (devices excluded); ``fm`` (14, S, S) from ``pipeline.finding_masks``."""
+    for s in ph.sentences:
+        if not s.positive or s.finding is None or s.finding == "Support Devices":
+            continue
+        mask = fm[labels.index(s.finding)]
+        if mask.any():
+            yield s.text, mask
+
+
 def _phrases(
     engine: OrtEngine, scores: PhantomScores, ph: Any, maps: np.ndarray, ev: np.ndarray,
     fm: np.ndarray, atlas: np.ndarray, labels: list[str],
 ) -> None:  # fmt: skip
     """Finding phrases (the reference sentence stating a positive finding) vs its mask."""
     g = maps.shape[-1]
-    for s in ph.sentences:
-        if not s.positive or s.finding is None or s.finding == "Support Devices":
-            continue
-        mask = fm[labels.index(s.finding)]
-        if not mask.any():
-            continue
-        emb = engine.embed_text([s.text])[0]
+    for text, mask in finding_phrases(ph, fm, labels):
+        emb = engine.embed_text([text])[0]
         patch = np.zeros((g * g, emb.shape[0]), np.float32)
-        d, _, _ = phrase_density(s.text, maps, ev, patch, emb, labels, scores.rules.evidence_power)
+        d, _, _ = phrase_density(text, maps, ev, patch, emb, labels, scores.rules.evidence_power)
         scores.add_phrase("model", d, mask)
-        d_atlas, _, _ = phrase_density(s.text, atlas.reshape(-1, g, g), None, patch, emb, labels)
+        d_atlas, _, _ = phrase_density(text, atlas.reshape(-1, g, g), None, patch, emb, labels)
         scores.add_phrase("atlas", d_atlas, mask)
         scores.add_phrase("oracle", density(mask_cover(mask[None], g)[0]), mask)
 

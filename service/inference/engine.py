@@ -213,7 +213,7 @@ class OrtEngine:
         ("No Finding" is never an entity)."""
         return tuple(
             name for name, p, t in zip(self.manifest.labels, probs, self.thresholds, strict=True)
-            if name != "No Finding" and p >= t
+            if name != ent.NO_FINDING and p >= t
         )  # fmt: skip
 
     def prefill(
