@@ -34,6 +34,7 @@ from tqdm import tqdm
 from model_export.data import readers
 from model_export.data.atlas import phantom_atlas
 from model_export.data.augment import Augmenter
+from model_export.data.collate import Collator
 from model_export.data.pipeline import (
     FolderSource,
     MixedDataset,
@@ -45,7 +46,7 @@ from model_export.data.pipeline import (
 )
 from model_export.data.records import TrainSample
 from model_export.data.tokenizer import load_tokenizer, save_tokenizer, train_report_tokenizer
-from model_export.ssacl.batch import Collator, TrainBatch
+from model_export.ssacl.batch import TrainBatch
 from model_export.ssacl.config import SSACLConfig, get_config
 from model_export.ssacl.model import LossOutput, SSACLModel, build_model
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import torch
 
+from model_export.data.collate import Collator
 from model_export.data.pipeline import PhantomSource
 from model_export.data.tokenizer import train_report_tokenizer
-from model_export.ssacl.batch import Collator
 from model_export.ssacl.config import get_config
 from model_export.ssacl.entities import prompt_corpus
 from model_export.ssacl.model import build_model

@@ -24,6 +24,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from model_export.ssacl import anatomy
+from model_export.ssacl.text.mentions import find_mentions
 from service.api.logging import LOGGER_NAME, JsonFormatter
 from service.app import create_app
 from service.inference.types import Engine, GenerateOptions, Grounding, Report, SentenceGrounding
@@ -158,7 +159,7 @@ class FakeEngine:
         hh, hw = heatmap_hw or (h, w)
         out = []
         for p in phrases:
-            found = anatomy.find_mentions(p)
+            found = find_mentions(p)
             node = anatomy.deepest(found[0].node_ids)[0] if found else 0
             score = (0.8 if found else 0.1) + 0.1 * float(image.mean())
             heat = _gaussian(hh, hw, *_centre(node), self.sigma)

@@ -2,7 +2,7 @@
 
 Two sources, combined and reduced to the deepest nodes (``anatomy.deepest``):
 
-1. Anatomy the sentence names, via ``anatomy.find_mentions`` after normalising laterality:
+1. Anatomy the sentence names, via ``mentions.find_mentions`` after normalising laterality:
    "right-sided" -> "right", coordinated zones ("right upper and lower lobes" -> both right
    zones, "right and left lower lobes" -> both lower zones), and zone words without a side
    ("lower lobe", "base", "apex") take the side(s) named elsewhere in the sentence, or both.
@@ -29,6 +29,7 @@ from collections.abc import Callable
 
 from model_export.ssacl import anatomy
 from model_export.ssacl.text.labeler import NO_FINDING, LabelState, label_sentence
+from model_export.ssacl.text.mentions import find_mentions
 
 RIGHT, LEFT = "right", "left"
 #: Finding -> default node (names; "{side}" is replaced by right/left, both when none named).
@@ -134,7 +135,7 @@ def _unsided_zone_nodes(
 def named_anatomy(sentence: str) -> tuple[int, ...]:
     """Node ids the sentence names explicitly (deepest only, in text order)."""
     text = _normalise(sentence)
-    mentions = anatomy.find_mentions(text)
+    mentions = find_mentions(text)
     ids = [i for m in mentions for i in m.node_ids]
     ids += _unsided_zone_nodes(text, [(m.start, m.end) for m in mentions], sentence_sides(text))
     return anatomy.deepest(ids)

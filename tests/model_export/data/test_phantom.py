@@ -14,7 +14,7 @@ from model_export.data.phantom import (
     generate_phantom,
     label_vector,
 )
-from model_export.data.phantom_types import NO_SEVERITY, SEVERITIES
+from model_export.data.phantom.types import NO_SEVERITY, SEVERITIES
 from model_export.ssacl.anatomy import CHEXPERT_LABELS, FINDINGS, NUM_NODES, TREE
 
 SEEDS = range(24)

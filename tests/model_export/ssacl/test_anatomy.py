@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from model_export.ssacl import anatomy as A
+from model_export.ssacl.text.mentions import find_mentions
 
 
 def test_sizes_and_levels() -> None:
@@ -80,7 +81,7 @@ def test_parent_query_is_mean_of_children_recursively() -> None:
     ],
 )
 def test_find_mentions(text: str, expected: set[str]) -> None:
-    names = {A.NODE_NAMES[i] for m in A.find_mentions(text) for i in m.node_ids}
+    names = {A.NODE_NAMES[i] for m in find_mentions(text) for i in m.node_ids}
     assert names == expected
 
 

@@ -7,16 +7,10 @@ import pytest
 import torch
 from tokenizers import Tokenizer
 
+from model_export.data.collate import Collator, region_sentences, sentence_subset
 from model_export.data.records import TrainSample
 from model_export.ssacl import anatomy
-from model_export.ssacl.batch import (
-    IGNORE,
-    Collator,
-    decoder_sequence,
-    normalize_image,
-    region_sentences,
-    sentence_subset,
-)
+from model_export.ssacl.batch import IGNORE, decoder_sequence, normalize_image
 from model_export.ssacl.config import SSACLConfig
 
 

@@ -5,9 +5,10 @@ import pytest
 import torch
 from tokenizers import Tokenizer
 
+from model_export.data.collate import Collator
 from model_export.data.records import TrainSample
 from model_export.ssacl import anatomy
-from model_export.ssacl.batch import Collator, TrainBatch
+from model_export.ssacl.batch import TrainBatch
 from model_export.ssacl.config import SSACLConfig
 from model_export.ssacl.generation import GenerationConfig
 from model_export.ssacl.model import SSACLModel, build_model

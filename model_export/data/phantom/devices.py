@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from model_export.data.phantom_geometry import (
+from model_export.data.phantom.geometry import (
     LEFT,
     RIGHT,
     SIDE_SIGN,
@@ -17,7 +17,7 @@ from model_export.data.phantom_geometry import (
     diaphragm_v,
     to_pixels,
 )
-from model_export.data.phantom_plan import (
+from model_export.data.phantom.plan import (
     Canvas,
     FindingPlan,
     Found,

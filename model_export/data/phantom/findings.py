@@ -1,24 +1,24 @@
 """Phantom findings: draw the planned CheXpert findings into the image (numpy).
 
-See ``phantom_plan`` for how findings are drawn from the prior, ``phantom_lesions`` for the
-lung and pleural findings and ``phantom_devices`` for tubes, lines and the clavicle fracture.
+See ``plan`` for how findings are drawn from the prior, ``lesions`` for the
+lung and pleural findings and ``devices`` for tubes, lines and the clavicle fracture.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from model_export.data import phantom_devices as dev
-from model_export.data import phantom_lesions as les
-from model_export.data.phantom_geometry import Frame, Geometry
-from model_export.data.phantom_plan import (
+from model_export.data.phantom import devices as dev
+from model_export.data.phantom import lesions as les
+from model_export.data.phantom.geometry import Frame, Geometry
+from model_export.data.phantom.plan import (
     Canvas,
     FindingPlan,
     Rng,
     anatomy_changes,
     plan_findings,
 )
-from model_export.data.phantom_types import PhantomFinding
+from model_export.data.phantom.types import PhantomFinding
 
 __all__ = ["Canvas", "FindingPlan", "anatomy_changes", "plan_findings", "realize_findings"]
 

@@ -7,26 +7,26 @@ of lungs, mediastinum, skeletal structures and abdomen); each finding carries an
 inside the nodes it names; the report is written from the findings with per-sentence anatomy
 and labels. Only numpy and scipy are used, so data loaders can call it in worker processes.
 
-Modules: ``phantom_geometry`` (anatomy and masks), ``phantom_render`` (density -> image),
-``phantom_plan`` (finding prior), ``phantom_findings`` / ``phantom_lesions`` /
-``phantom_devices`` (drawing the 13 findings), ``phantom_report`` + ``phantom_phrases`` (text),
-``phantom_types`` (the records re-exported here), ``phantom_grid`` (contact sheet CLI).
+Modules: ``geometry`` (anatomy and masks), ``render`` (density -> image),
+``plan`` (finding prior), ``findings`` / ``lesions`` /
+``devices`` (drawing the 13 findings), ``report`` + ``phrases`` (text),
+``types`` (the records re-exported here), ``grid`` (contact sheet CLI).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from model_export.data.phantom_findings import (
+from model_export.data.phantom.findings import (
     Canvas,
     anatomy_changes,
     plan_findings,
     realize_findings,
 )
-from model_export.data.phantom_geometry import anatomy_masks, make_frame, sample_geometry
-from model_export.data.phantom_render import anatomy_density, expose, sample_exposure
-from model_export.data.phantom_report import write_report
-from model_export.data.phantom_types import (
+from model_export.data.phantom.geometry import anatomy_masks, make_frame, sample_geometry
+from model_export.data.phantom.render import anatomy_density, expose, sample_exposure
+from model_export.data.phantom.report import write_report
+from model_export.data.phantom.types import (
     PhantomConfig,
     PhantomFinding,
     PhantomSample,

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from model_export.data.phantom_geometry import (
+from model_export.data.phantom.geometry import (
     LEFT,
     RIGHT,
     SIDE_SIGN,

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from model_export.data.phantom_geometry import LUNG_LEAVES
-from model_export.data.phantom_types import PhantomFinding
+from model_export.data.phantom.geometry import LUNG_LEAVES
+from model_export.data.phantom.types import PhantomFinding
 
 Rng = np.random.Generator
 PARENCHYMA = ("Consolidation", "Lung Opacity", "Pneumonia", "Lung Lesion", "Atelectasis", "Edema")

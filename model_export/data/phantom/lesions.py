@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from model_export.data.phantom_geometry import (
+from model_export.data.phantom.geometry import (
     LEFT,
     LUNG_LEAVES,
     RIGHT,
@@ -18,7 +18,7 @@ from model_export.data.phantom_geometry import (
     lung_shape,
     lung_zone_edges,
 )
-from model_export.data.phantom_plan import (
+from model_export.data.phantom.plan import (
     LUNG_IDS,
     SEV_SCALE,
     ZONES,
@@ -30,7 +30,7 @@ from model_export.data.phantom_plan import (
     pick_point,
     sides_of,
 )
-from model_export.data.phantom_render import band, texture
+from model_export.data.phantom.render import band, texture
 
 
 def patch(

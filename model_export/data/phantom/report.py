@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from model_export.data.phantom_phrases import (
+from model_export.data.phantom.phrases import (
     PARENCHYMA,
     SIZE,
     cap,
@@ -20,7 +20,7 @@ from model_export.data.phantom_phrases import (
     other_sentence,
     pick,
 )
-from model_export.data.phantom_types import PhantomFinding, ReportSentence
+from model_export.data.phantom.types import PhantomFinding, ReportSentence
 
 Rng = np.random.Generator
 

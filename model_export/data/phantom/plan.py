@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from model_export.data.phantom_geometry import LEFT, RIGHT, AnatomyChanges, Frame
-from model_export.data.phantom_types import (
+from model_export.data.phantom.geometry import LEFT, RIGHT, AnatomyChanges, Frame
+from model_export.data.phantom.types import (
     NO_SEVERITY,
     SEVERITIES,
     PhantomConfig,

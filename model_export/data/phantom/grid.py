@@ -1,4 +1,4 @@
-"""Contact sheet of phantoms for eyeballing: ``python -m model_export.data.phantom_grid``.
+"""Contact sheet of phantoms for eyeballing: ``python -m model_export.data.phantom.grid``.
 
 Top: a 4 x 4 grid of 224 px phantoms captioned with their findings. Bottom: one phantom at
 2x with the outlines of the 25 leaf masks (left) and of the internal nodes plus the finding
