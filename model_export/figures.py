@@ -18,9 +18,9 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from service.imaging.decode import decode_image
-from service.imaging.preprocess import heatmap_png
 from service.imaging.types import DecodeLimits
 from service.inference.engine import OrtEngine
+from service.inference.heatmaps import heatmap_png
 
 PHRASES = ("right lung", "left lung", "cardiac silhouette", "right lower lobe consolidation")
 PANEL = 320  # panel height, pixels

@@ -22,12 +22,12 @@ from service.metrics import build_metrics
 from service.settings import Settings, get_settings
 
 from .api import health, routes
-from .api.batching import BatchConfig, MicroBatcher
-from .api.convert import model_ref
+from .api.access_log import RequestMiddleware, configure_logging
 from .api.errors import install_error_handlers
-from .api.logging import RequestMiddleware, configure_logging
+from .api.responses import model_ref
 from .api.schemas import DISCLAIMER
 from .api.state import AppState
+from .inference.batching import BatchConfig, MicroBatcher
 
 EngineFactory = Callable[[Settings], Engine]
 API_VERSION = "1.0.0"

@@ -5,6 +5,8 @@ Protocol of the release's MS-CXR evaluation (``eval/metric.py``, MaCo's pipeline
 mask size, min-max normalised to [-1, 1]; mIoU = IoU(map > t, mask) for t in 0.1..0.5, averaged
 over samples and then over thresholds; CNR = (mu_in - mu_out) / sqrt(var_in + var_out) with no
 absolute value. Pointing game: 1 if the arg-max of the upsampled map lies inside the mask.
+Smoothing and upsampling are the service's own (``service.inference.heatmaps``), so the
+metrics score exactly what the API returns.
 """
 
 from __future__ import annotations
@@ -14,48 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from service.inference.heatmaps import gaussian_smooth, upsample
+
 IOU_THRESHOLDS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5)
-
-
-def _interp_matrix(n_in: int, n_out: int) -> np.ndarray:
-    """(n_out, n_in) linear-interpolation weights, align_corners=False (torch/cv2 convention)."""
-    src = (np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5
-    src = np.clip(src, 0.0, n_in - 1)
-    i0 = np.floor(src).astype(int)
-    i1 = np.minimum(i0 + 1, n_in - 1)
-    w1 = src - i0
-    mat = np.zeros((n_out, n_in))
-    mat[np.arange(n_out), i0] += 1.0 - w1
-    mat[np.arange(n_out), i1] += w1
-    return mat
-
-
-def upsample_bilinear(heatmap: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Bilinear resize of a (h, w) map to ``size`` = (H, W), like ``F.interpolate`` bilinear."""
-    m = np.asarray(heatmap, dtype=np.float64)
-    if m.ndim != 2:
-        raise ValueError(f"heatmap must be 2-D, got shape {m.shape}")
-    out: np.ndarray = (
-        _interp_matrix(m.shape[0], size[0]) @ m @ _interp_matrix(m.shape[1], size[1]).T
-    )
-    return out
-
-
-def gaussian_smooth(heatmap: np.ndarray, sigma: float = 1.5, truncate: float = 4.0) -> np.ndarray:
-    """Separable Gaussian filter, same result as ``scipy.ndimage.gaussian_filter`` (reflect)."""
-    m = np.asarray(heatmap, dtype=np.float64)
-    if sigma <= 0:
-        return m.copy()
-    radius = int(truncate * sigma + 0.5)
-    x = np.arange(-radius, radius + 1)
-    k = np.exp(-0.5 * (x / sigma) ** 2)
-    k /= k.sum()
-    for axis in (0, 1):
-        pad = [(0, 0), (0, 0)]
-        pad[axis] = (radius, radius)
-        padded = np.pad(m, pad, mode="symmetric")  # scipy 'reflect' = half-sample symmetric
-        m = np.apply_along_axis(lambda v: np.convolve(v, k, mode="valid"), axis, padded)
-    return m
 
 
 def normalise(heatmap: np.ndarray) -> np.ndarray:
@@ -72,7 +35,7 @@ def prepare(heatmap: np.ndarray, size: tuple[int, int], sigma: float = 0.0) -> n
     """Smooth (if ``sigma`` > 0), upsample to ``size`` and normalise to [-1, 1]."""
     m = gaussian_smooth(heatmap, sigma) if sigma > 0 else np.asarray(heatmap, dtype=np.float64)
     if m.shape != tuple(size):
-        m = upsample_bilinear(m, size)
+        m = upsample(m, *size)
     return normalise(m)
 
 

@@ -12,11 +12,11 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from service.imaging.types import Imaging, load_imaging
+from service.inference.batching import MicroBatcher, Overloaded
 from service.inference.types import Engine
 
-from .batching import MicroBatcher, Overloaded
 from .errors import not_ready
-from .inputs import Imaging, load_imaging
 from .state import AppState
 
 

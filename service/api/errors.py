@@ -20,8 +20,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.imaging.errors import ImageError
+from service.inference.batching import JobTimeout, Overloaded
 
-from .batching import JobTimeout, Overloaded
 from .state import AppState, request_id_of
 
 PROBLEM_BASE = "https://cxr.example/problems/"  # slugs documented in README.md

@@ -8,15 +8,13 @@ them with ``app.dependency_overrides``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import numpy as np
 from fastapi import Request
 from starlette.datastructures import UploadFile
 
 from service.imaging.errors import UndecodableImage, UnsupportedMediaType
-from service.imaging.types import DecodedImage, DecodeLimits
+from service.imaging.types import DecodeLimits
 from service.settings import Settings
 
 from .errors import BODY_TIMEOUT, VALIDATION, ApiError
@@ -24,25 +22,6 @@ from .errors import BODY_TIMEOUT, VALIDATION, ApiError
 RAW_TYPES = ("application/dicom", "image/png", "image/jpeg")
 MULTIPART = "multipart/form-data"
 _MAX_FIELD_BYTES = 16 * 1024  # any non-file multipart field (phrases are far shorter)
-
-DecodeFn = Callable[[bytes, "str | None", DecodeLimits], DecodedImage]
-HeatmapPngFn = Callable[[np.ndarray, bool], bytes]
-
-
-@dataclass(frozen=True)
-class Imaging:
-    """The two imaging functions the API calls."""
-
-    decode: DecodeFn  # (bytes, content type or None, limits) -> DecodedImage
-    heatmap_png: HeatmapPngFn  # ((H, W) float32 in [0, 1], colormap) -> PNG bytes
-
-
-def load_imaging() -> Imaging:
-    """The real decoder and PNG encoder (imported here, not at module import)."""
-    from service.imaging.decode import decode_image
-    from service.imaging.preprocess import heatmap_png
-
-    return Imaging(decode=decode_image, heatmap_png=heatmap_png)
 
 
 @dataclass(frozen=True)

@@ -16,12 +16,12 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
 from model_export.ssacl import anatomy
-from service.imaging.types import DecodedImage
+from service.imaging.types import DecodedImage, Imaging
 from service.inference.types import Engine, GenerateOptions, Grounding
 from service.metrics import STAGES
 from service.settings import MAX_BEAM_SIZE
 
-from . import convert
+from . import responses
 from .auth import require_api_key
 from .deps import BatcherDep, EngineDep, ImagingDep, StateDep, admitted
 from .errors import PROBLEM_MEDIA_TYPE, VALIDATION, ApiError
@@ -29,7 +29,6 @@ from .fhir import FHIR_MEDIA_TYPE, report_bundle
 from .inputs import (
     MULTIPART,
     RAW_TYPES,
-    Imaging,
     Upload,
     collect_phrases,
     decode_limits,
@@ -125,12 +124,12 @@ async def report(
         timings = {"decode": decode_s, "queue": done.queue_s, **rep.timings}
         out = await run_in_threadpool(
             partial(
-                convert.report_response,
+                responses.report_response,
                 rep,
                 img,
                 request_id=request_id_of(request.scope),
-                model=convert.model_ref(engine.model_facts),
-                timings_ms=convert.ms(timings),
+                model=responses.model_ref(engine.model_facts),
+                timings_ms=responses.ms(timings),
                 batch_size=done.batch_size,
                 colormap=s.heatmap_colormap_default if colormap is None else colormap,
                 png=imaging.heatmap_png,
@@ -187,12 +186,12 @@ async def ground(
         timings = {"decode": decode_s, "queue": queue_s, "ground": ground_s}
         res = await run_in_threadpool(
             partial(
-                convert.ground_response,
+                responses.ground_response,
                 groundings,
                 img,
                 request_id=request_id_of(request.scope),
-                model=convert.model_ref(engine.model_facts),
-                timings_ms=convert.ms(timings),
+                model=responses.model_ref(engine.model_facts),
+                timings_ms=responses.ms(timings),
                 heatmaps=heatmaps,
                 colormap=s.heatmap_colormap_default if colormap is None else colormap,
                 png=imaging.heatmap_png,
@@ -209,7 +208,7 @@ def model(state: StateDep, engine: EngineDep) -> ModelResponse:
     size = facts.get("input_size")
     labels = facts.get("labels", anatomy.CHEXPERT_LABELS)
     return ModelResponse(
-        model=convert.model_ref(facts),
+        model=responses.model_ref(facts),
         provider=engine.provider,
         input_size=size if isinstance(size, (int, list)) else None,
         labels=[str(x) for x in labels] if isinstance(labels, (list, tuple)) else [],

@@ -8,14 +8,13 @@ from typing import TYPE_CHECKING
 
 from starlette.types import Scope
 
+from service.inference.batching import MicroBatcher
 from service.inference.types import Engine
 from service.metrics import Metrics
 from service.settings import Settings
 
-from .batching import MicroBatcher
-
 if TYPE_CHECKING:
-    from .inputs import Imaging
+    from service.imaging.types import Imaging
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -54,3 +55,23 @@ class DecodedImage:
     def width(self) -> int:
         """Width of the original image, pixels."""
         return int(self.original_hw[1] if self.original_hw else self.pixels.shape[1])
+
+
+DecodeFn = Callable[[bytes, "str | None", DecodeLimits], DecodedImage]
+HeatmapPngFn = Callable[[np.ndarray, bool], bytes]
+
+
+@dataclass(frozen=True)
+class Imaging:
+    """The two imaging functions the API calls."""
+
+    decode: DecodeFn  # (bytes, content type or None, limits) -> DecodedImage
+    heatmap_png: HeatmapPngFn  # ((H, W) float32 in [0, 1], colormap) -> PNG bytes
+
+
+def load_imaging() -> Imaging:
+    """The real decoder and PNG encoder (imported here, not at module import)."""
+    from service.imaging.decode import decode_image
+    from service.inference.heatmaps import heatmap_png
+
+    return Imaging(decode=decode_image, heatmap_png=heatmap_png)

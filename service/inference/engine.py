@@ -30,16 +30,16 @@ from model_export.ssacl import anatomy
 from model_export.ssacl import entities as ent
 from service.imaging.preprocess import batch_inputs, to_model_input
 from service.inference.coherence import coherent_sentences, kept_text
-from service.inference.decoding import (
+from service.inference.grounding import phrase_grounding, sentence_groundings, split_sections
+from service.inference.heatmaps import MapRules
+from service.inference.manifest import Manifest, WeightsError, graph_files, load_manifest
+from service.inference.search import (
     Decoded,
     SearchParams,
     beam_search,
     build_prefill,
     greedy_search,
 )
-from service.inference.grounding import phrase_grounding, sentence_groundings, split_sections
-from service.inference.heatmaps import MapRules
-from service.inference.manifest import Manifest, WeightsError, graph_files, load_manifest
 from service.inference.session import choose_providers, create_session, run
 from service.inference.types import GenerateOptions, Grounding, Report
 
@@ -236,7 +236,7 @@ class OrtEngine:
         logits, kv = run(self.sessions["decoder_step"], ("logits", "present"), feeds)
         return logits, _Cache(kv, mask, c.next_pos + 1)
 
-    def decode(
+    def search(
         self,
         prefix: np.ndarray,
         found: list[tuple[str, ...]],
@@ -300,7 +300,7 @@ class OrtEngine:
         enc = self.encode(x)
         t2 = time.perf_counter()
         found = [self.entities(p) for p in enc.entity_probs]
-        seqs = self.decode(enc.prefix, found, options.beam_size, options.max_new_tokens, options)
+        seqs = self.search(enc.prefix, found, options.beam_size, options.max_new_tokens, options)
         t3 = time.perf_counter()
         times = {"preprocess": t1 - t0, "encoder": t2 - t1, "decoding": t3 - t2}
         return [

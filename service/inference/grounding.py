@@ -40,11 +40,11 @@ from service.inference.heatmaps import (
     box_in_pixels,
     density,
     display_grid,
-    map_quality,
     node_density,
     reference_area,
     upsample,
 )
+from service.inference.map_quality import map_quality
 from service.inference.types import Box, Grounding, SentenceGrounding
 
 _SECTION = re.compile(r"\b(findings|impression)\s*:\s*", re.IGNORECASE)

@@ -1,4 +1,4 @@
-"""Heatmap rules: from the model's patch maps to what a radiologist sees (numpy only).
+"""Heatmaps: from the model's patch maps to what a radiologist sees (numpy + Pillow).
 
 The rules (constants come from the manifest's ``grounding`` section, see :class:`MapRules`):
 
@@ -18,11 +18,10 @@ The rules (constants come from the manifest's ``grounding`` section, see :class:
   model's peak.
 * **Box.** The largest 8-connected region of pixels >= ``box_threshold`` (0.5) x the peak of
   the smoothed, upsampled map, in original image pixels.
-* **Map quality** in [0, 1] = concentration x consistency. Concentration compares the map's
-  entropy H with a flat map's (log N) and with the node's reference entropy H_ref (its atlas
-  spread): ``clip((log N - H) / (log N - H_ref), 0, 1)``. Consistency is the share of the
-  node's mass inside its parent's half-peak region (1 for the root): a lung zone whose map
-  leaves its lung is not trusted.
+* **PNG.** Clipped to [0, 1], never rescaled: grey, or jet RGBA with alpha = value.
+
+Conventions: maps are (H, W) arrays; boxes are ``(x0, y0, x1, y1)`` pixel edges, x to the right,
+y down, end-exclusive. How far a map is trusted is ``service.inference.map_quality``.
 """
 
 from __future__ import annotations
@@ -30,12 +29,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from io import BytesIO
 from typing import Any
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+from PIL import Image
 
-from model_export.ssacl import anatomy
-from service.imaging.preprocess import box_from_heatmap, gaussian_smooth
 from service.inference.types import Box
 
 BOX_MAX_SIDE = 64  # boxes are found on a map of at most this side (+-1.6%), then scaled
@@ -113,10 +113,44 @@ def reference_area(node_ids: Sequence[int], rules: MapRules) -> float | None:
     return rules.area_scale * float(np.mean(np.exp(refs))) if refs else None
 
 
+def _as_2d(array: np.ndarray, name: str) -> np.ndarray:
+    """float64 copy of a finite, non-empty 2-D array, or ValueError."""
+    a = np.asarray(array, dtype=np.float64)
+    if a.ndim != 2 or a.size == 0:
+        raise ValueError(f"{name} must be a non-empty 2-D array, got shape {a.shape}")
+    if not np.isfinite(a).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return a
+
+
+def gaussian_smooth(heatmap: np.ndarray, sigma: float = 1.5, truncate: float = 4.0) -> np.ndarray:
+    """Separable Gaussian blur of a (h, w) map, float32.
+
+    Equals ``scipy.ndimage.gaussian_filter(m, sigma, mode='reflect', truncate=truncate)``
+    (kernel radius ``int(truncate * sigma + 0.5)``, half-sample symmetric borders).
+    ``sigma == 0`` returns the map unchanged.
+    """
+    if sigma < 0 or truncate <= 0:
+        raise ValueError(f"sigma must be >= 0 and truncate > 0, got {sigma}, {truncate}")
+    m = _as_2d(heatmap, "heatmap")
+    radius = int(truncate * sigma + 0.5)
+    if sigma == 0 or radius == 0:
+        return m.astype(np.float32)
+    x = np.arange(-radius, radius + 1, dtype=np.float64)
+    kernel = np.exp(-0.5 * (x / sigma) ** 2)
+    kernel /= kernel.sum()
+    for axis in (0, 1):
+        pad = [(0, 0), (0, 0)]
+        pad[axis] = (radius, radius)
+        padded = np.pad(m, pad, mode="symmetric")  # scipy 'reflect': d c b a | a b c d | d c
+        m = sliding_window_view(padded, 2 * radius + 1, axis=axis) @ kernel
+    return m.astype(np.float32)
+
+
 @lru_cache(maxsize=128)
 def _bilinear(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Source indices i0, i1 and float32 weights w0, w1 of each output position (half-pixel
-    centres, ``align_corners=False``: the same as ``preprocess.resize_map``); cached."""
+    centres, ``align_corners=False``, as torch's ``interpolate``); cached."""
     src = np.clip((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0.0, n_in - 1)
     i0 = np.floor(src).astype(np.int64)
     i1 = np.minimum(i0 + 1, n_in - 1)
@@ -143,6 +177,76 @@ def upsample(grid: np.ndarray, height: int, width: int) -> np.ndarray:
     return _lerp_columns(np.ascontiguousarray(rows), width)
 
 
+def _runs_by_row(mask: np.ndarray) -> list[list[tuple[int, int]]]:
+    """For each row of a 2-D bool array, the [start, end) of its True runs (one vectorised
+    pass: ``np.nonzero`` is row-major, so the k-th start and k-th end pair up)."""
+    h, w = mask.shape
+    padded = np.zeros((h, w + 2), np.int8)
+    padded[:, 1:-1] = mask
+    edges = np.diff(padded, axis=1)
+    sy, sx = np.nonzero(edges == 1)
+    _, ex = np.nonzero(edges == -1)
+    rows: list[list[tuple[int, int]]] = [[] for _ in range(h)]
+    for y, x0, x1 in zip(sy.tolist(), sx.tolist(), ex.tolist(), strict=True):
+        rows[y].append((x0, x1))
+    return rows
+
+
+def _find(parent: list[int], i: int) -> int:
+    while parent[i] != i:
+        parent[i] = parent[parent[i]]
+        i = parent[i]
+    return i
+
+
+def _label_runs(mask: np.ndarray) -> tuple[list[tuple[int, int, int]], list[int]]:
+    """Runs ``(y, x0, x1)`` of a 2-D mask and each run's 8-connected component root."""
+    runs: list[tuple[int, int, int]] = []
+    parent: list[int] = []
+    prev: list[int] = []
+    for y, row_runs in enumerate(_runs_by_row(mask)):
+        cur: list[int] = []
+        start = 0
+        for s, e in row_runs:
+            idx = len(runs)
+            runs.append((y, s, e))
+            parent.append(idx)
+            while start < len(prev) and runs[prev[start]][2] < s:  # ends left of s-1
+                start += 1
+            for j in prev[start:]:
+                if runs[j][1] > e:  # starts right of e (= last pixel + 1)
+                    break
+                ra, rb = _find(parent, idx), _find(parent, j)
+                parent[max(ra, rb)] = min(ra, rb)
+            cur.append(idx)
+        prev = cur
+    return runs, [_find(parent, i) for i in range(len(runs))]
+
+
+def box_from_heatmap(heatmap: np.ndarray, threshold: float = 0.5) -> Box:
+    """Box of the largest 8-connected component of ``heatmap >= threshold * max``.
+
+    Ties in pixel count go to the component with the larger sum of values. A map whose maximum
+    is <= 0 has no peak: the whole map is returned.
+    """
+    if not 0 < threshold <= 1:
+        raise ValueError(f"threshold must be in (0, 1], got {threshold}")
+    m = _as_2d(heatmap, "heatmap")
+    peak = float(m.max())
+    if peak <= 0:
+        return (0, 0, m.shape[1], m.shape[0])
+    runs, roots = _label_runs(m >= threshold * peak)
+    stats: dict[int, list[float]] = {}  # root -> [area, mass, x0, y0, x1, y1]
+    for (y, s, e), root in zip(runs, roots, strict=True):
+        st = stats.setdefault(root, [0.0, 0.0, s, y, e, y + 1])
+        st[0] += e - s
+        st[1] += float(m[y, s:e].sum())
+        st[2], st[3] = min(st[2], s), min(st[3], y)
+        st[4], st[5] = max(st[4], e), max(st[5], y + 1)
+    best = max(stats.values(), key=lambda st: (st[0], st[1]))
+    return (int(best[2]), int(best[3]), int(best[4]), int(best[5]))
+
+
 def box_in_pixels(grid: np.ndarray, height: int, width: int, threshold: float = 0.5) -> Box:
     """Box (x0, y0, x1, y1) of a (g, g) map in pixels of an (height, width) image."""
     sh, sw = min(height, BOX_MAX_SIDE), min(width, BOX_MAX_SIDE)
@@ -156,38 +260,26 @@ def box_in_pixels(grid: np.ndarray, height: int, width: int, threshold: float = 
     )
 
 
-def entropy(d: np.ndarray) -> float:
-    """Entropy (nats) of a density or map, as a distribution over its cells."""
-    p = np.clip(np.asarray(d, dtype=np.float64).ravel(), 0.0, None)
-    total = p.sum()
-    if total <= 0:
-        return float(np.log(p.size))
-    p = p / total
-    nz = p[p > 0]
-    return float(-(nz * np.log(nz)).sum())
+def _jet(v: np.ndarray) -> np.ndarray:
+    """(h, w) in [0, 1] -> (h, w, 3) jet colours in [0, 1]: blue -> cyan -> yellow -> red."""
+    rgb: np.ndarray = np.clip(1.5 - np.abs(4.0 * v[..., None] - np.array([3.0, 2.0, 1.0])), 0, 1)
+    return rgb
 
 
-def concentration(d: np.ndarray, ref_entropy: float | None) -> float:
-    """(log N - H) / (log N - H_ref) clipped to [0, 1]; H_ref None or >= log N -> log N / 2."""
-    flat = float(np.log(np.asarray(d).size))
-    ref = flat / 2 if ref_entropy is None or ref_entropy >= flat - 1e-6 else ref_entropy
-    return float(np.clip((flat - entropy(d)) / (flat - ref), 0.0, 1.0))
+def heatmap_png(heatmap: np.ndarray, colormap: bool) -> bytes:
+    """Encode a (h, w) map of values in [0, 1] as PNG, clipped, never rescaled (a flat, dim
+    map stays dim: see ``service.inference.heatmaps``).
 
-
-def consistency(maps: np.ndarray, node: int, threshold: float = 0.5) -> float:
-    """Share of ``node``'s map mass inside its parent's region >= threshold x parent peak."""
-    par = anatomy.parent(node)
-    if par is None:
-        return 1.0
-    child, parent = density(maps[node]), density(maps[par])
-    inside = parent >= threshold * parent.max()
-    return float(child[inside].sum() / child.sum())
-
-
-def map_quality(maps: np.ndarray, node_ids: Sequence[int], rules: MapRules) -> float:
-    """Concentration x consistency of a sentence's node map(s) (module docstring)."""
-    d = node_density(maps, node_ids)
-    refs = [rules.reference_entropy[n] for n in node_ids if n < len(rules.reference_entropy)]
-    ref = float(np.mean(refs)) if refs else None
-    cons = float(np.mean([consistency(maps, n, rules.box_threshold) for n in node_ids]))
-    return concentration(d, ref) * cons
+    ``colormap=False``: 8-bit grey ("L"). ``colormap=True``: RGBA jet with alpha = value, so the
+    PNG overlays the image directly (zero = fully transparent).
+    """
+    v = np.clip(_as_2d(heatmap, "heatmap"), 0.0, 1.0)
+    alpha = np.rint(v * 255.0).astype(np.uint8)
+    if colormap:
+        rgb = np.rint(_jet(v) * 255.0).astype(np.uint8)
+        image = Image.fromarray(np.dstack([rgb, alpha]))
+    else:
+        image = Image.fromarray(alpha)
+    buf = BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()

@@ -13,9 +13,9 @@ import torch
 
 from model_export.export import parity as P
 from model_export.export_onnx import ExportOptions, check_parity, load_checkpoint
-from service.inference.decoding import build_prefill
 from service.inference.engine import OrtEngine
 from service.inference.manifest import WeightsError, load_manifest, sha256_file
+from service.inference.search import build_prefill
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +102,7 @@ def test_kv_cache_decoding_equals_full_recompute(engine: OrtEngine) -> None:
     images = P.parity_images(3, 32, seed=3)
     enc = engine.encode(engine.preprocess(images))
     found = [()] * 3  # no entities: all leaves visible, same prompt
-    cached = engine.decode(enc.prefix, found, beam_size=1, max_new=12)
+    cached = engine.search(enc.prefix, found, beam_size=1, max_new=12)
     d = engine.manifest.decoder
     prompt = engine.prompt_ids(())
     pmask = np.ones(enc.prefix.shape[:2], np.int64)

@@ -25,7 +25,7 @@ from PIL import Image
 
 from model_export.ssacl import anatomy
 from model_export.ssacl.text.mentions import find_mentions
-from service.api.logging import LOGGER_NAME, JsonFormatter
+from service.api.access_log import LOGGER_NAME, JsonFormatter
 from service.app import create_app
 from service.inference.types import Engine, GenerateOptions, Grounding, Report, SentenceGrounding
 from service.settings import Settings

@@ -1,21 +1,11 @@
-"""Model input and heatmap post-processing."""
+"""Model input: resize, normalisation, batching."""
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import pytest
-from PIL import Image
 
-from service.imaging.preprocess import (
-    batch_inputs,
-    box_from_heatmap,
-    gaussian_smooth,
-    heatmap_png,
-    resize_map,
-    to_model_input,
-)
+from service.imaging.preprocess import batch_inputs, to_model_input
 
 
 def test_to_model_input_shape_and_normalisation() -> None:
@@ -48,64 +38,3 @@ def test_batch_inputs() -> None:
         batch_inputs([a, to_model_input(np.zeros((50, 50)), 8, 0.5, 0.5)])
     with pytest.raises(ValueError):
         batch_inputs([])
-
-
-def test_resize_map_is_bilinear_with_half_pixel_centres() -> None:
-    out = resize_map(np.array([[0.0, 1.0], [2.0, 3.0]]), 4, 4)
-    assert out.shape == (4, 4) and out.dtype == np.float32
-    np.testing.assert_allclose(out[0], [0.0, 0.25, 0.75, 1.0])  # torch align_corners=False
-    np.testing.assert_allclose(out[:, 0], [0.0, 0.5, 1.5, 2.0])
-    assert np.allclose(resize_map(np.full((14, 14), 0.3), 1955, 1841), 0.3)
-
-
-def test_box_of_the_largest_component() -> None:
-    m = np.zeros((40, 50))
-    m[5:9, 3:7] = 1.0  # small but hotter blob
-    m[20:31, 10:25] = 0.8  # large blob
-    m[31, 25] = 0.8  # diagonal neighbour: 8-connected
-    assert box_from_heatmap(m, 0.5) == (10, 20, 26, 32)
-    assert box_from_heatmap(m, 0.9) == (3, 5, 7, 9)
-    assert box_from_heatmap(np.zeros((7, 9))) == (0, 0, 9, 7)
-    with pytest.raises(ValueError):
-        box_from_heatmap(m, 0.0)
-
-
-def test_box_matches_scipy_labelling_on_random_maps() -> None:
-    ndimage = pytest.importorskip("scipy.ndimage")
-    rng = np.random.default_rng(0)
-    counts = []
-    for _ in range(20):
-        m = gaussian_smooth(rng.random((30, 45)), 1.0)  # 8 to 38 components at 0.7
-        labels, n = ndimage.label(m >= 0.7 * m.max(), structure=np.ones((3, 3)))
-        counts.append(n)
-        sizes = np.bincount(labels.ravel())[1:]
-        sums = ndimage.sum(m, labels, index=np.arange(1, n + 1))
-        best = max(range(n), key=lambda i: (sizes[i], sums[i])) + 1
-        ys, xs = np.nonzero(labels == best)
-        expected = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
-        assert box_from_heatmap(m, 0.7) == expected
-    assert min(counts) > 1
-
-
-@pytest.mark.parametrize(("shape", "sigma"), [((14, 14), 1.5), ((5, 7), 3.0), ((20, 9), 0.7)])
-def test_gaussian_smooth_matches_scipy(shape: tuple[int, int], sigma: float) -> None:
-    ndimage = pytest.importorskip("scipy.ndimage")
-    m = np.random.default_rng(1).random(shape)
-    expected = ndimage.gaussian_filter(m, sigma, mode="reflect", truncate=4.0)
-    out = gaussian_smooth(m, sigma)
-    assert out.dtype == np.float32
-    np.testing.assert_allclose(out, expected, atol=1e-6)
-
-
-def test_heatmap_png_round_trip() -> None:
-    m = np.linspace(0, 2.0, 14 * 10).reshape(10, 14)  # values above 1 are clipped, not rescaled
-    grey = Image.open(io.BytesIO(heatmap_png(m, colormap=False)))
-    assert grey.mode == "L" and grey.size == (14, 10)
-    want = np.rint(np.clip(m, 0, 1) * 255).astype(np.uint8)
-    np.testing.assert_array_equal(np.asarray(grey), want)
-    dim = np.full((4, 4), 0.125)  # a flat, dim map stays dim
-    assert np.asarray(Image.open(io.BytesIO(heatmap_png(dim, colormap=False)))).max() == 32
-    rgba = np.asarray(Image.open(io.BytesIO(heatmap_png(m, colormap=True))))
-    assert rgba.shape == (10, 14, 4)
-    np.testing.assert_array_equal(rgba[..., 3], np.asarray(grey))  # alpha = value
-    assert rgba[0, 0, 2] > rgba[0, 0, 0] and rgba[-1, -1, 0] > rgba[-1, -1, 2]  # blue -> red

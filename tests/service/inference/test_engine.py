@@ -11,9 +11,8 @@ import numpy as np
 import pytest
 
 from model_export.ssacl import anatomy
-from service.imaging.preprocess import resize_map
 from service.inference.engine import OrtEngine
-from service.inference.heatmaps import density, display_grid, reference_area
+from service.inference.heatmaps import density, display_grid, reference_area, upsample
 from service.inference.manifest import WeightsError
 from service.inference.types import GenerateOptions, Report
 
@@ -113,7 +112,7 @@ def test_ground(engine: OrtEngine) -> None:
     heart = anatomy.node_id("cardiac silhouette")
     rules = engine.map_rules
     area = reference_area([heart], rules)
-    want = resize_map(display_grid(density(enc.node_attn[0, heart]), rules, area), *im.shape)
+    want = upsample(display_grid(density(enc.node_attn[0, heart]), rules, area), *im.shape)
     np.testing.assert_allclose(out[1].heatmap, want, atol=1e-5)
     # a requested heatmap size changes the map, not the box (still in image pixels)
     (small,) = engine.ground(im, phrases[:1], heatmap_hw=(20, 30))

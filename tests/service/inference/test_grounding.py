@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from model_export.ssacl import anatomy
-from service.imaging.preprocess import resize_map
 from service.inference.grounding import (
     entity_agreement,
     language_confidence,
@@ -19,14 +18,13 @@ from service.inference.grounding import (
 from service.inference.heatmaps import (
     MapRules,
     box_in_pixels,
-    concentration,
     density,
     display_grid,
-    map_quality,
     node_density,
     reference_area,
     upsample,
 )
+from service.inference.map_quality import concentration, map_quality
 
 RCP, LCP = 12, 19  # right / left costophrenic angle
 
@@ -86,12 +84,6 @@ def test_upsample_and_box_in_original_pixels() -> None:
     cx, cy = (x0 + x1) / 2 / w * 14, (y0 + y1) / 2 / h * 14
     assert cx == pytest.approx(3.0, abs=0.6) and cy == pytest.approx(11.0, abs=0.6)
     assert (x1 - x0) < w / 2 and (y1 - y0) < h / 2
-
-
-@pytest.mark.parametrize("hw", [(700, 500), (3, 5), (14, 14)])
-def test_upsample_matches_resize_map(hw: tuple[int, int]) -> None:
-    g = display_grid(node_density(blob_maps(), [LCP]), MapRules())
-    np.testing.assert_allclose(upsample(g, *hw), resize_map(g, *hw), atol=2e-6)
 
 
 def test_map_quality_flat_is_zero_concentrated_and_consistent_is_high() -> None:

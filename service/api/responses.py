@@ -10,10 +10,9 @@ from collections.abc import Mapping
 import numpy as np
 
 from model_export.ssacl import anatomy
-from service.imaging.types import DecodedImage
+from service.imaging.types import DecodedImage, HeatmapPngFn
 from service.inference.types import Box, Grounding, Report
 
-from .inputs import HeatmapPngFn
 from .schemas import (
     AnatomyNodeOut,
     BoxOut,

@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from service.inference.decoding import (
+from service.inference.search import (
     SearchParams,
     apply_repetition_penalty,
     beam_search,

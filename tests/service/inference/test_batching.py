@@ -9,8 +9,8 @@ import httpx
 import numpy as np
 import pytest
 
-from service.api.batching import BatchConfig, JobTimeout, MicroBatcher, Overloaded
 from service.app import create_app
+from service.inference.batching import BatchConfig, JobTimeout, MicroBatcher, Overloaded
 from service.inference.types import GenerateOptions
 
 OPTS = GenerateOptions(beam_size=1, max_new_tokens=20, heatmaps=False)
