@@ -1,8 +1,8 @@
 """Reading the image of a request (multipart ``file`` or a raw typed body) and its phrases.
 
-The imaging functions (``service.imaging.decode`` / ``preprocess``) are imported lazily by
-:func:`load_imaging` and reached through the ``get_imaging`` dependency, so tests can replace
-them with ``app.dependency_overrides``.
+Decoding itself is not done here: the routes call the ``Imaging`` functions
+(``service.imaging.types``) reached through the ``get_imaging`` dependency, which tests replace
+with ``app.dependency_overrides`` (``tests/service/api/test_dependency_overrides.py``).
 """
 
 from __future__ import annotations
