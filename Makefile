@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 WEIGHTS ?= weights
 
-.PHONY: serve serve-gpu test lint typecheck check prometheus clean
+.PHONY: serve serve-gpu test lint typecheck check prometheus system-deps clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -17,7 +17,7 @@ $(VENV)/.serve: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.all: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[serve,train,dev]'
+	$(BIN)/pip install -q -e '.[serve,train,dev,batch]'
 	touch $@ $(VENV)/.serve
 
 ## Start the REST service on the bundled weights (http://$(HOST):$(PORT)/docs).
@@ -30,7 +30,7 @@ serve-gpu: $(VENV)/.serve
 	CXR_WEIGHTS_DIR=$(WEIGHTS) $(BIN)/python -m service --host $(HOST) --port $(PORT)
 
 ## Install everything, then lint, type-check and run the whole suite.
-test: $(VENV)/.all prometheus
+test: $(VENV)/.all system-deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy service model_export
@@ -51,11 +51,17 @@ check: $(VENV)/.all prometheus
 	promtool check config deploy/prometheus/prometheus.yml
 	promtool test rules deploy/prometheus/alerts_test.yml
 
-## The real Prometheus (Debian package) for the monitoring tests.
-prometheus:
-	@command -v prometheus >/dev/null && command -v promtool >/dev/null || \
-	  { if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; \
-	    else echo "prometheus missing: apt-get install prometheus (monitoring tests will skip)"; fi; }
+## Debian packages the tests start for real: Prometheus (monitoring), Chromium + chromedriver
+## (viewer), DCMTK (DICOM SR). Installed only when run as root; otherwise those tests skip.
+SYSTEM_TOOLS := prometheus promtool chromium chromedriver dsrdump
+SYSTEM_PKGS := prometheus chromium chromium-driver dcmtk
+system-deps:
+	@missing=0; for t in $(SYSTEM_TOOLS); do command -v $$t >/dev/null || missing=1; done; \
+	  if [ $$missing = 1 ]; then \
+	    if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(SYSTEM_PKGS) >/dev/null; \
+	    else echo "missing system tools (apt-get install $(SYSTEM_PKGS)): their tests will skip"; fi; fi
+
+prometheus: system-deps
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
