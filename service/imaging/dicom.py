@@ -10,9 +10,11 @@ Decisions:
 - an object without Pixel Data is :class:`UndecodableImage` when the bytes hold a Pixel Data tag
   that the parser could not reach (truncated file), else :class:`InvalidImage` (SR, presentation
   state, RT plan... not an image);
-- PHI safety: only the attributes of :class:`DicomFacts` and the pixel module are ever read;
-  errors are raised ``from None`` with our own messages so no parser text (which may quote
-  element values) reaches responses or logs.
+- PHI safety: only the attributes of :class:`DicomFacts` and the pixel module are read for
+  the image; the few study attributes a DICOM SR output needs go, unread by anything else, into
+  :class:`DicomStudyRef` (``service.imaging.dicom_study``); errors are raised ``from None``
+  with our own messages so no parser text (which may quote element values) reaches responses
+  or logs.
 """
 
 from __future__ import annotations
@@ -22,13 +24,16 @@ from io import BytesIO
 import numpy as np
 from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import generate_frames
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels.decoders.base import get_decoder
 from pydicom.uid import (
+    JPEG2000,
     UID,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
+    JPEG2000Lossless,
     JPEG2000TransferSyntaxes,
     JPEGExtended12Bit,
     JPEGLSTransferSyntaxes,
@@ -36,18 +41,22 @@ from pydicom.uid import (
 )
 
 from service.imaging.codestream import first_frame_head, frame_header
+from service.imaging.dicom_codes import BODY_PARTS, MODALITIES, PHOTOMETRIC, VIEW_POSITIONS, known
 from service.imaging.dicom_render import code_string as _text
 from service.imaging.dicom_render import render
+from service.imaging.dicom_study import study_ref
 from service.imaging.errors import (
     ImageTooLarge,
     InvalidImage,
     UndecodableImage,
     UnsupportedMediaType,
 )
+from service.imaging.reduced import decode_j2k_reduced, j2k_levels, j2k_reduce
 from service.imaging.types import DecodedImage, DecodeLimits, DicomFacts
 from service.imaging.working import reduce_factor, shrink_pixels
 
 RADIOGRAPH_MODALITIES = frozenset({"CR", "DX", "DR"})  # no warning for these (or for none)
+J2K_REDUCIBLE = frozenset({JPEG2000Lossless, JPEG2000})  # decoded at a reduced resolution
 GREY_PHOTOMETRIC = frozenset({"MONOCHROME1", "MONOCHROME2"})
 # (7FE0,0010) Pixel Data tag as it appears in little- and big-endian encodings
 _PIXEL_DATA_TAGS = (b"\xe0\x7f\x10\x00", b"\x7f\xe0\x00\x10")
@@ -123,12 +132,16 @@ def _transfer_syntax(ds: Dataset) -> UID:
 
 
 def _facts(ds: Dataset) -> DicomFacts:
-    """Non-identifying rendering attributes (never PatientName, dates, institution...)."""
+    """Non-identifying rendering attributes (never PatientName, dates, institution...).
+
+    Code strings are kept only when they are known codes (else "unrecognised"): they are
+    echoed in responses and warnings, and the file may hold any text there.
+    """
     return DicomFacts(
-        modality=_text(ds, "Modality"),
-        body_part=_text(ds, "BodyPartExamined"),
-        view_position=_text(ds, "ViewPosition"),
-        photometric_interpretation=_text(ds, "PhotometricInterpretation") or "",
+        modality=known(_text(ds, "Modality"), MODALITIES),
+        body_part=known(_text(ds, "BodyPartExamined"), BODY_PARTS),
+        view_position=known(_text(ds, "ViewPosition"), VIEW_POSITIONS),
+        photometric_interpretation=known(_text(ds, "PhotometricInterpretation"), PHOTOMETRIC) or "",
         bits_stored=_int(ds, "BitsStored") or 0,
         transfer_syntax=_transfer_syntax(ds).name,
         rows=_int(ds, "Rows") or 0,
@@ -236,6 +249,24 @@ def _decode_pixels(ds: Dataset, facts: DicomFacts) -> np.ndarray:
     return arr
 
 
+def _decode_reduced(ds: Dataset, facts: DicomFacts, limits: DecodeLimits) -> np.ndarray | None:
+    """Stored values of a grey, unsigned JPEG 2000 frame decoded 2^r times smaller while the
+    shorter side stays >= ``limits.decode_min_side`` (``reduced.py``); None = decode in full."""
+    if limits.decode_min_side is None or limits.max_side is None:
+        return None
+    if _transfer_syntax(ds) not in J2K_REDUCIBLE or _int(ds, "PixelRepresentation") != 0:
+        return None
+    if (_int(ds, "SamplesPerPixel") or 1) != 1 or (_int(ds, "NumberOfFrames") or 1) != 1:
+        return None
+    try:
+        frame = next(generate_frames(ds.PixelData, number_of_frames=1))
+        levels = j2k_levels(frame[:4096]) or 0
+        r = j2k_reduce(facts.rows, facts.columns, levels, limits.decode_min_side)
+        return decode_j2k_reduced(frame, r, facts.rows, facts.columns) if r else None
+    except Exception:  # pydicom's full decode below then reports the error precisely
+        return None
+
+
 def _content_warnings(facts: DicomFacts) -> list[str]:
     """Accepted-but-suspicious content: not a radiograph, or not a chest."""
     out: list[str] = []
@@ -263,8 +294,9 @@ def decode_dicom(data: bytes, limits: DecodeLimits) -> DecodedImage:
     _check_geometry(ds, facts, limits)
     _check_frame_header(ds, facts, limits)
     _check_decoder(ds, facts)
-    stored = _decode_pixels(ds, facts)
-    factor = reduce_factor(facts.rows, facts.columns, limits.max_side)
+    reduced = _decode_reduced(ds, facts, limits)
+    stored = _decode_pixels(ds, facts) if reduced is None else reduced
+    factor = reduce_factor(int(stored.shape[0]), int(stored.shape[1]), limits.max_side)
     pixels, render_warnings = render(stored, ds, factor)
     warnings = (*_content_warnings(facts), *render_warnings)
     return DecodedImage(
@@ -273,4 +305,5 @@ def decode_dicom(data: bytes, limits: DecodeLimits) -> DecodedImage:
         dicom=facts,
         warnings=warnings,
         original_hw=(facts.rows, facts.columns),
+        study=study_ref(ds),
     )

@@ -29,8 +29,9 @@ from service.imaging.errors import (
     UndecodableImage,
     UnsupportedMediaType,
 )
+from service.imaging.reduced import decode_hw
 from service.imaging.types import DecodedImage, DecodeLimits
-from service.imaging.working import shrink_image, working_hw
+from service.imaging.working import shrink_image
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 JPEG_SOI = b"\xff\xd8\xff"
@@ -126,10 +127,10 @@ def _upright(im: Image.Image) -> list[str]:
     return []
 
 
-def _draft(im: Image.Image, max_side: int | None) -> None:
-    """JPEG only: let libjpeg decode at 1/2, 1/4 or 1/8 scale, still at least the working size
-    (the full-size image is then never allocated)."""
-    h, w = working_hw(im.height, im.width, max_side)
+def _draft(im: Image.Image, limits: DecodeLimits) -> None:
+    """JPEG only: let libjpeg decode at 1/2, 1/4 or 1/8 scale while the shorter side stays
+    >= ``limits.decode_min_side`` (``reduced.decode_hw``): the full-size image is never made."""
+    h, w = decode_hw(im.height, im.width, limits.max_side, limits.decode_min_side)
     if im.format in ("JPEG", "MPO") and (h, w) != (im.height, im.width):
         im.draft(im.mode, (w, h))
 
@@ -152,7 +153,7 @@ def decode_raster(data: bytes, limits: DecodeLimits) -> DecodedImage:
             raise UnsupportedMediaType(f"image format {im.format} is not PNG or JPEG")
         _check_size(im.width, im.height, limits)
         stored_hw = (im.height, im.width)
-        _draft(im, limits.max_side)
+        _draft(im, limits)
         try:
             im.load()
         except Exception as exc:

@@ -16,6 +16,9 @@ class DecodeLimits:
     max_pixels: int = 50_000_000  # width * height, refuses decompression bombs
     min_side: int = 32  # smallest accepted width or height, pixels
     max_side: int | None = None  # longest side of the decoded pixels (downscaled); None = keep
+    # JPEG / JPEG 2000 may be decoded at 1/2^k size while the shorter side stays >= this
+    # (``imaging/reduced.py``); None = always decode in full. Only with a max_side.
+    decode_min_side: int | None = 448
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,25 @@ class DicomFacts:
 
 
 @dataclass(frozen=True)
+class DicomStudyRef:
+    """Source attributes a DICOM SR output needs to join the image's study and point at it.
+
+    ``attributes``: (keyword, value) pairs read from the source (patient and study attributes,
+    the series / SOP UIDs, Specific Character Set). Identifying: only the SR output reads them;
+    they are never put in a JSON response or a log, and ``repr`` shows no value.
+    """
+
+    attributes: tuple[tuple[str, str], ...]
+
+    def get(self, keyword: str) -> str | None:
+        """The value of ``keyword`` in the source, or None when absent."""
+        return dict(self.attributes).get(keyword)
+
+    def __repr__(self) -> str:
+        return f"DicomStudyRef(<{len(self.attributes)} attributes withheld>)"
+
+
+@dataclass(frozen=True)
 class DecodedImage:
     """A decoded radiograph: (h, w) float32 in [0, 1], white = dense (MONOCHROME2 sense).
 
@@ -45,6 +67,7 @@ class DecodedImage:
     dicom: DicomFacts | None = None
     warnings: tuple[str, ...] = field(default_factory=tuple)
     original_hw: tuple[int, int] | None = None  # (H, W) before downscaling; None = pixels'
+    study: DicomStudyRef | None = field(default=None, repr=False, compare=False)  # DICOM SR only
 
     @property
     def height(self) -> int:

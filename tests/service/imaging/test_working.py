@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -78,7 +79,9 @@ def test_large_jpeg_is_drafted_and_exif_rotation_keeps_the_upright_original_size
     Image.new("L", (4000, 3000), 90).save(buf, format="JPEG", exif=exif.tobytes())
     img = decode_image(buf.getvalue(), "image/jpeg", WORKING)
     assert (img.height, img.width) == (4000, 3000)
-    assert img.pixels.shape == (1024, 768)
+    assert img.pixels.shape == (1000, 750)  # DCT-scaled by 1/4: shorter side still >= 448
+    full = decode_image(buf.getvalue(), "image/jpeg", replace(WORKING, decode_min_side=None))
+    assert full.pixels.shape == (1024, 768)  # without reduced decoding: the working size
 
 
 def test_small_images_are_unchanged() -> None:

@@ -1,0 +1,93 @@
+"""Reduced-resolution decoding: never decode more pixels than the model can use.
+
+The model sees a few hundred pixels a side, and heatmaps and boxes are drawn from its patch
+grid, so decoding a 2000 px radiograph in full only to average it down wastes most of the
+decode time. Two codecs can decode directly at a lower resolution:
+
+- **JPEG**: libjpeg's DCT scaling (1/2, 1/4, 1/8), through Pillow's ``draft`` (``raster.py``);
+- **JPEG 2000**: stop the inverse wavelet transform ``r`` levels early (``Image.reduce = r``
+  in Pillow's openjpeg plugin), which yields the LL band: a 2^r-times smaller image that is
+  the wavelet's low-pass of the full one.
+
+Either keeps the shorter side at least ``DecodeLimits.decode_min_side`` (default 448 px, twice
+the shipped model's input), so the model input differs from the full decode only by the
+difference between two antialiasing filters (measured by ``benchmarks/bench_decode.py``).
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from io import BytesIO
+
+import numpy as np
+from PIL import Image
+
+from service.imaging.codestream import J2K_SOC_SIZ
+
+
+def decode_hw(
+    height: int, width: int, max_side: int | None, min_side: int | None
+) -> tuple[int, int]:
+    """The smallest (H, W) worth decoding: shorter side >= ``min_side``, longest side at most
+    ``max_side``; the image's own size when either bound is None or it is already smaller."""
+    if max_side is None or min_side is None:
+        return height, width
+    scale = min(1.0, max_side / max(height, width), max(min_side / min(height, width), 0.0))
+    return max(1, math.ceil(height * scale)), max(1, math.ceil(width * scale))
+
+
+def j2k_levels(codestream: bytes) -> int | None:
+    """Number of wavelet decomposition levels of a J2K codestream's COD segment, or None."""
+    if not codestream.startswith(J2K_SOC_SIZ):
+        return None
+    pos = 2
+    while pos + 4 <= len(codestream):
+        marker, length = struct.unpack(">HH", codestream[pos : pos + 4])
+        if marker == 0xFF52:  # COD: Lcod Scod SGcod(4) SPcod: levels first
+            return codestream[pos + 9] if pos + 10 <= len(codestream) else None
+        if marker == 0xFF90 or length < 2:  # SOT: the main header ended without a COD
+            return None
+        pos += 2 + length
+    return None
+
+
+def _pillow_size_agrees(side: int, r: int) -> bool:
+    """Pillow sizes a reduced J2K image as (side + 2^r / 2) // 2^r, openjpeg as ceil(side / 2^r);
+    where they differ, Pillow reports a broken stream, so that level is not used."""
+    power = 1 << r
+    return (side + (power >> 1)) // power == -(-side // power)
+
+
+def j2k_reduce(rows: int, columns: int, levels: int, min_side: int) -> int:
+    """Largest r <= ``levels`` with both ceil(side / 2^r) >= ``min_side`` (0 = full size) that
+    Pillow can decode (:func:`_pillow_size_agrees`)."""
+    best = 0
+    for r in range(1, levels + 1):
+        if math.ceil(min(rows, columns) / 2**r) < min_side:
+            break
+        if _pillow_size_agrees(rows, r) and _pillow_size_agrees(columns, r):
+            best = r
+    return best
+
+
+def decode_j2k_reduced(codestream: bytes, reduce: int, rows: int, columns: int) -> np.ndarray:
+    """(ceil(rows / 2^r), ceil(columns / 2^r)) unsigned stored values of a grey J2K frame, at
+    the codestream's own precision (Pillow's 16-bit scaling undone).
+
+    Raises ValueError when Pillow returns another shape or mode (the caller then decodes the
+    frame in full with pydicom); OSError from openjpeg for a corrupt codestream.
+    """
+    with Image.open(BytesIO(codestream), formats=["JPEG2000"]) as im:
+        im.reduce = reduce  # type: ignore[assignment,method-assign]  # J2K: decoding level
+        im.load()
+        if im.mode not in ("L", "I;16", "I;16B", "I;16L", "I"):
+            raise ValueError(f"JPEG 2000 frame decoded as mode {im.mode}")
+        arr = np.asarray(im)
+    precision = (codestream[42] & 0x7F) + 1  # SIZ Ssiz of the first component
+    if arr.dtype == np.uint16 and precision < 16:  # Pillow scales to 16 bits: undo it
+        arr = arr >> (16 - precision)
+    want = (math.ceil(rows / 2**reduce), math.ceil(columns / 2**reduce))
+    if arr.shape != want:
+        raise ValueError(f"JPEG 2000 frame decoded as {arr.shape}, expected {want}")
+    return arr
