@@ -40,7 +40,13 @@ from service.inference.search import (
     build_prefill,
     greedy_search,
 )
-from service.inference.session import choose_providers, create_session, run
+from service.inference.session import (
+    choose_providers,
+    create_session,
+    provider_in_use,
+    run,
+    verify_providers,
+)
 from service.inference.types import GenerateOptions, Grounding, Report
 
 __all__ = ["EncoderOutput", "OrtEngine", "WeightsError"]
@@ -71,6 +77,10 @@ class _Cache:
 
 
 def _reorder(c: _Cache, rows: np.ndarray) -> _Cache:
+    """Keep / duplicate cache rows; no copy when ``rows`` is the identity (a beam step whose
+    parents are the beams in order, a greedy step where no row finished)."""
+    if len(rows) == c.kv.shape[1] and np.array_equal(rows, np.arange(len(rows))):
+        return c
     return _Cache(np.take(c.kv, rows, axis=1), c.mask[rows], c.next_pos[rows])
 
 
@@ -143,10 +153,11 @@ class OrtEngine:
             k: create_session(m.path(files[k]), providers, _graph_threads(k, threads))
             for k in GRAPHS
         }
+        in_use = verify_providers(provider, sessions)  # cuda: refuses a silent CPU fallback
         engine = cls(m, sessions, name)
         log.info(
-            "ORT engine %s %s (%s) on %s, intra-op threads %s",
-            m.name, m.version, name, engine.provider,
+            "ORT engine %s %s (%s) on %s (requested %s), intra-op threads %s",
+            m.name, m.version, name, in_use, provider,
             sessions["encoder"].get_session_options().intra_op_num_threads,
         )  # fmt: skip
         engine.warm_up()
@@ -155,8 +166,8 @@ class OrtEngine:
     # ------------------------------------------------------------------ facts
     @property
     def provider(self) -> str:
-        """The execution provider that runs the graphs (first of the session's list)."""
-        return str(self.sessions["encoder"].get_providers()[0])
+        """The execution provider the sessions actually run on (see ``provider_in_use``)."""
+        return provider_in_use(self.sessions)
 
     @property
     def anatomy_graph(self) -> dict[str, object]:

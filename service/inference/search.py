@@ -68,6 +68,24 @@ def log_softmax(x: np.ndarray) -> np.ndarray:
     return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))  # type: ignore[no-any-return]
 
 
+def chosen_probs(logits: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+    """Softmax probability of one token per row, (N,) float64, without the (N, V) softmax."""
+    z = logits.astype(np.float64)
+    m = z.max(axis=-1)
+    lse = m + np.log(np.exp(z - m[:, None]).sum(axis=-1))
+    return np.exp(z[np.arange(len(tokens)), tokens] - lse)  # type: ignore[no-any-return]
+
+
+def top_candidates(scores: np.ndarray, n: int) -> np.ndarray:
+    """Indices of the ``n`` largest of a 1-D array, best first, ties to the lower index: the
+    same as ``np.argsort(-scores, kind="stable")[:n]`` at O(V) instead of O(V log V)."""
+    if n >= scores.size:
+        return np.argsort(-scores, kind="stable")
+    cut = scores[np.argpartition(-scores, n - 1)[n - 1]]  # the n-th largest value
+    idx = np.flatnonzero(scores >= cut)  # every tie of the cut too, in index order
+    return idx[np.argsort(-scores[idx], kind="stable")][:n]
+
+
 def apply_repetition_penalty(
     scores: np.ndarray, history: list[list[int]], penalty: float
 ) -> np.ndarray:
@@ -98,13 +116,13 @@ def greedy_search(
     seqs = [Decoded() for _ in range(n)]
     live = np.arange(n)
     for t in range(p.max_new_tokens):
-        probs = softmax(logits)
         hist = [seqs[i].tokens for i in live]
         scores = apply_repetition_penalty(logits, hist, p.repetition_penalty)
         nxt = _mask_eos(scores, p.eos_id, t, p).argmax(axis=-1)
+        probs = chosen_probs(logits, nxt)
         keep = []
         for j, i in enumerate(live):
-            tok, pr = int(nxt[j]), float(probs[j, nxt[j]])
+            tok, pr = int(nxt[j]), float(probs[j])
             seqs[i].score += float(np.log(max(pr, 1e-300)))
             if tok == p.eos_id:
                 seqs[i].finished = True
@@ -152,8 +170,8 @@ def _select(
     """One beam step: (parent rows, next tokens) of the K new beams per item, and each
     item's best candidate score (EOS candidates included)."""
     k, v = p.beam_size, logits.shape[-1]
-    raw = softmax(logits)
-    lp = apply_repetition_penalty(log_softmax(logits), st.toks, p.repetition_penalty)
+    raw_lp = log_softmax(logits)  # the model's own log-probs, before any processing
+    lp = apply_repetition_penalty(raw_lp, st.toks, p.repetition_penalty)
     lp = _mask_eos(lp, p.eos_id, t, p) + st.scores[:, None]
     parents: list[int] = []
     tokens: list[int] = []
@@ -161,7 +179,7 @@ def _select(
     best: list[float] = []
     for b, item in enumerate(st.items):
         block = lp[b * k : (b + 1) * k].reshape(-1)
-        top = np.argsort(-block, kind="stable")[: 2 * k]
+        top = top_candidates(block, 2 * k)
         best.append(float(block[top[0]]))
         chosen = 0
         for rank, flat in enumerate(top):
@@ -180,7 +198,10 @@ def _select(
             if chosen == k:
                 break
     st.toks = [st.toks[r] + [tok] for r, tok in zip(parents, tokens, strict=True)]
-    st.probs = [st.probs[r] + [float(raw[r, tok])] for r, tok in zip(parents, tokens, strict=True)]
+    st.probs = [
+        st.probs[r] + [float(np.exp(raw_lp[r, tok]))]
+        for r, tok in zip(parents, tokens, strict=True)
+    ]
     st.scores = np.asarray(new_scores, dtype=np.float64)
     return parents, tokens, best
 

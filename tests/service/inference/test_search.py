@@ -125,3 +125,21 @@ def test_repetition_penalty_rule() -> None:
     out = apply_repetition_penalty(s, [[0, 1, 1]], 2.0)
     np.testing.assert_allclose(out, [[1.0, -4.0, 1.0]])
     np.testing.assert_allclose(s, [[2.0, -2.0, 1.0]])  # input untouched
+
+
+def test_top_candidates_equal_a_stable_full_sort() -> None:
+    from service.inference.search import top_candidates
+
+    rng = np.random.default_rng(0)
+    for trial in range(300):
+        v, n = int(rng.integers(5, 300)), int(rng.integers(1, 12))
+        a = rng.integers(-4, 4, v).astype(float) if trial % 2 else rng.normal(size=v)  # ties
+        assert np.array_equal(top_candidates(a, n), np.argsort(-a, kind="stable")[:n])
+
+
+def test_chosen_probs_equal_the_softmax() -> None:
+    from service.inference.search import chosen_probs, softmax
+
+    logits = np.random.default_rng(1).normal(0, 5, (4, 50)).astype(np.float32)
+    tok = np.array([0, 7, 49, 3])
+    np.testing.assert_allclose(chosen_probs(logits, tok), softmax(logits)[np.arange(4), tok])
