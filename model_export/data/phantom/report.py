@@ -42,9 +42,7 @@ def _neg(text: str, nodes: tuple[int, ...], finding: str | None = None) -> Repor
     return ReportSentence(text, nodes, finding, False)
 
 
-def _normal_statements(present: set[str], rng: Rng) -> dict[str, list[ReportSentence]]:
-    """Negative statements for the structures without findings, per report group."""
-    out: dict[str, list[ReportSentence]] = {"lungs": [], "pleura": [], "heart": [], "bones": []}
+def _lung_normals(present: set[str], rng: Rng) -> list[ReportSentence]:
     if not present & set(PARENCHYMA):
         opts = [
             "The lungs are clear.",
@@ -52,11 +50,17 @@ def _normal_statements(present: set[str], rng: Rng) -> dict[str, list[ReportSent
             "The lungs are clear bilaterally.",
             "The lungs are well expanded and clear.",
         ]
-        out["lungs"].append(_neg(pick(rng, opts), (1,)))
+        out = [_neg(pick(rng, opts), (1,))]
     elif not present & {"Consolidation", "Pneumonia"} and rng.random() < 0.5:
-        out["lungs"].append(_neg("No focal consolidation.", (1,), "Consolidation"))
+        out = [_neg("No focal consolidation.", (1,), "Consolidation")]
+    else:
+        out = []
     if "Edema" not in present and present & set(PARENCHYMA) and rng.random() < 0.3:
-        out["lungs"].append(_neg("No pulmonary edema.", (1,), "Edema"))
+        out.append(_neg("No pulmonary edema.", (1,), "Edema"))
+    return out
+
+
+def _pleura_normals(present: set[str], rng: Rng) -> list[ReportSentence]:
     eff, ptx = "Pleural Effusion" in present, "Pneumothorax" in present
     if not eff and not ptx:
         opts = [
@@ -64,48 +68,60 @@ def _normal_statements(present: set[str], rng: Rng) -> dict[str, list[ReportSent
             "There is no pleural effusion or pneumothorax.",
             "No pneumothorax or pleural effusion.",
         ]
-        out["pleura"].append(_neg(pick(rng, opts), (1,)))
-    elif not eff:
+        return [_neg(pick(rng, opts), (1,))]
+    if not eff:
         opts = ["No pleural effusion.", "There is no pleural effusion."]
-        out["pleura"].append(_neg(pick(rng, opts), (1,), "Pleural Effusion"))
-    elif not ptx:
+        return [_neg(pick(rng, opts), (1,), "Pleural Effusion")]
+    if not ptx:
         opts = ["No pneumothorax.", "There is no pneumothorax."]
-        out["pleura"].append(_neg(pick(rng, opts), (1,), "Pneumothorax"))
+        return [_neg(pick(rng, opts), (1,), "Pneumothorax")]
+    return []
+
+
+def _heart_normals(present: set[str], rng: Rng) -> list[ReportSentence]:
     cm, ecm = "Cardiomegaly" in present, "Enlarged Cardiomediastinum" in present
+    mediastinum = _neg("The mediastinal contours are normal.", (22,), "Enlarged Cardiomediastinum")
     if not cm and not ecm:
         k = int(rng.integers(4))
         if k == 0:
-            out["heart"] += [
-                _neg("Heart size is normal.", (25,), "Cardiomegaly"),
-                _neg("The mediastinal contours are normal.", (22,), "Enlarged Cardiomediastinum"),
-            ]
-        else:
-            opts = [
-                "The cardiomediastinal silhouette is normal.",
-                "Normal heart size and mediastinal contours.",
-                "The heart size and mediastinal contours are within normal limits.",
-            ]
-            out["heart"].append(_neg(opts[k - 1], (2,)))
-    elif not cm:
-        opts = ["The heart size is normal.", "Heart size is within normal limits."]
-        out["heart"].append(_neg(pick(rng, opts), (25,), "Cardiomegaly"))
-    elif not ecm and rng.random() < 0.5:
-        out["heart"].append(
-            _neg("The mediastinal contours are normal.", (22,), "Enlarged Cardiomediastinum")
-        )
-    if "Fracture" not in present and rng.random() < 0.75:
-        k = int(rng.integers(4))
+            return [_neg("Heart size is normal.", (25,), "Cardiomegaly"), mediastinum]
         opts = [
-            "No acute osseous abnormality.",
-            "The osseous structures are intact.",
-            "Visualized osseous structures are unremarkable.",
+            "The cardiomediastinal silhouette is normal.",
+            "Normal heart size and mediastinal contours.",
+            "The heart size and mediastinal contours are within normal limits.",
         ]
-        out["bones"].append(
-            _neg("No displaced fracture is seen.", (3,), "Fracture")
-            if k == 3
-            else _neg(opts[k], (3,))
-        )
-    return out
+        return [_neg(opts[k - 1], (2,))]
+    if not cm:
+        opts = ["The heart size is normal.", "Heart size is within normal limits."]
+        return [_neg(pick(rng, opts), (25,), "Cardiomegaly")]
+    if not ecm and rng.random() < 0.5:
+        return [mediastinum]
+    return []
+
+
+def _bone_normals(present: set[str], rng: Rng) -> list[ReportSentence]:
+    if "Fracture" in present or rng.random() >= 0.75:
+        return []
+    k = int(rng.integers(4))
+    opts = [
+        "No acute osseous abnormality.",
+        "The osseous structures are intact.",
+        "Visualized osseous structures are unremarkable.",
+    ]
+    return [
+        _neg("No displaced fracture is seen.", (3,), "Fracture") if k == 3 else _neg(opts[k], (3,))
+    ]
+
+
+def _normal_statements(present: set[str], rng: Rng) -> dict[str, list[ReportSentence]]:
+    """Negative statements for the structures without findings, per report group (the random
+    draws happen in this order: lungs, pleura, heart, bones)."""
+    return {
+        "lungs": _lung_normals(present, rng),
+        "pleura": _pleura_normals(present, rng),
+        "heart": _heart_normals(present, rng),
+        "bones": _bone_normals(present, rng),
+    }
 
 
 def _positive(f: PhantomFinding, rng: Rng) -> ReportSentence:
