@@ -7,7 +7,7 @@ of lungs, mediastinum, skeletal structures and abdomen); each finding carries an
 inside the nodes it names; the report is written from the findings with per-sentence anatomy
 and labels. Only numpy and scipy are used, so data loaders can call it in worker processes.
 
-Modules: ``geometry`` (anatomy and masks), ``render`` (density -> image),
+Modules: ``geometry`` (anatomy shapes), ``masks`` (node masks), ``render`` (density -> image),
 ``plan`` (finding prior), ``findings`` / ``lesions`` /
 ``devices`` (drawing the 13 findings), ``report`` + ``phrases`` (text),
 ``types`` (the records re-exported here), ``grid`` (contact sheet CLI).
@@ -23,7 +23,8 @@ from model_export.data.phantom.findings import (
     plan_findings,
     realize_findings,
 )
-from model_export.data.phantom.geometry import anatomy_masks, make_frame, sample_geometry
+from model_export.data.phantom.geometry import make_frame, sample_geometry
+from model_export.data.phantom.masks import anatomy_masks
 from model_export.data.phantom.render import anatomy_density, expose, sample_exposure
 from model_export.data.phantom.report import write_report
 from model_export.data.phantom.types import (
