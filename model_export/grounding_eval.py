@@ -5,12 +5,8 @@ Phantoms (test seeds, never trained on), as served and with **more geometric jit
 training** (``augment.JITTER_TEST``): per-leaf, reference-sentence and finding-phrase pointing /
 mIoU / CNR against the exact masks, each beside the **atlas-only** map (the image-free prior:
 mean training masks) and the **oracle** (the truth mask averaged per patch: the grid's
-ceiling). Real radiographs (no labels needed): right lung left of the
-image midline and left lung right of it (centre of mass, and the peak of the "right lung" map),
-vertical order apical < upper < mid < lower < hemidiaphragm < abdomen on both sides, cardiac
-silhouette right of the midline, flip consistency (maps of the mirrored image vs mirrored maps).
-An image-free prior passes those; ``shift_follow`` (the content moved right by 10% of the width:
-how far the maps move, 1 = they follow the anatomy, 0 = they stay put) tells them apart.
+ceiling). Real radiographs (no labels needed): the label-free checks of
+``model_export.real_checks``.
 """
 
 from __future__ import annotations
@@ -29,6 +25,7 @@ from model_export.data.augment import JITTER_TEST, Augmenter
 from model_export.data.pipeline import PhantomSource, finding_masks, phantom_seeds
 from model_export.data.records import TrainSample
 from model_export.metrics.grounding import GroundingScores, aggregate, score_map
+from model_export.real_checks import batches, encode, evaluate_real, real_images
 from model_export.ssacl import anatomy
 from model_export.ssacl.batch import mask_cover
 from model_export.ssacl.text import sentence_anatomy
@@ -45,12 +42,6 @@ from service.inference.heatmaps import (
 )
 
 KINDS = ("model", "atlas", "oracle")
-VERTICAL = {  # top to bottom, per side
-    "right": ("right apical zone", "right upper lung zone", "right mid lung zone",
-              "right lower lung zone", "right hemidiaphragm", "abdomen"),
-    "left": ("left apical zone", "left upper lung zone", "left mid lung zone",
-             "left lower lung zone", "left hemidiaphragm", "abdomen"),
-}  # fmt: skip
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -63,18 +54,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--atlas-phantoms", type=int, default=256, help="as in training")
     p.add_argument("--batch-size", type=int, default=16)
     return p.parse_args(argv)
-
-
-def _batches(items: Sequence[Any], n: int) -> Iterator[Sequence[Any]]:
-    for k in range(0, len(items), n):
-        yield items[k : k + n]
-
-
-def encode(engine: OrtEngine, images: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Node maps (B, 32, g, g) and patch evidence (B, 14, g, g) as the service computes them."""
-    enc = engine.encode(engine.preprocess(list(images)))
-    ev = enc.evidence if enc.evidence is not None else np.zeros((len(images), 14, 1, 1))
-    return enc.node_attn, ev
 
 
 class PhantomScores:
@@ -158,7 +137,7 @@ def evaluate_phantoms(
     rules, labels = engine.map_rules, list(engine.manifest.labels)
     scores = PhantomScores(atlas, rules)
     items = phantom_samples(n, engine.manifest.image_size, jitter)
-    for chunk in _batches(items, batch):
+    for chunk in batches(items, batch):
         maps, ev = encode(engine, [np.asarray(s.image) for s, _ in chunk])
         for b, (s, ph) in enumerate(chunk):
             masks, fm = np.asarray(s.masks), np.asarray(s.finding_masks)
@@ -224,110 +203,6 @@ def box_iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float
     inter = iw * ih
     union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
     return inter / union if union > 0 else 0.0
-
-
-def centre_of_mass(m: np.ndarray) -> tuple[float, float]:
-    """(x, y) in [0, 1] of a (g, g) map (x to the image's right, y down)."""
-    d = density(m)
-    g = d.shape[0]
-    c = (np.arange(g) + 0.5) / g
-    return float((d.sum(0) * c).sum() / d.sum()), float((d.sum(1) * c).sum() / d.sum())
-
-
-def label_free(maps: np.ndarray, flipped: np.ndarray) -> dict[str, float]:
-    """Checks on one image's (32, g, g) maps and those of its mirror image."""
-    nid = anatomy.node_id
-    rx, _ = centre_of_mass(maps[nid("right lung")])
-    lx, _ = centre_of_mass(maps[nid("left lung")])
-    hx, _ = centre_of_mass(maps[nid("cardiac silhouette")])
-    order = all(
-        np.all(np.diff([centre_of_mass(maps[nid(n)])[1] for n in names]) > 0)
-        for names in VERTICAL.values()
-    )
-    back = flipped[list(anatomy.MIRROR)][:, :, ::-1]
-    p = maps.reshape(32, -1) / maps.reshape(32, -1).sum(1, keepdims=True)
-    q = back.reshape(32, -1) / back.reshape(32, -1).sum(1, keepdims=True)
-    hell = 0.5 * ((np.sqrt(p) - np.sqrt(q)) ** 2).sum(1).mean()
-    shown = display_grid(density(maps[nid("right lung")]), MapRules())
-    peak_r = np.unravel_index(int(np.argmax(shown)), shown.shape)
-    return {
-        "laterality": float(rx < 0.5 < lx),
-        "peak_laterality": float(peak_r[1] < maps.shape[-1] / 2),
-        "vertical_order": float(order),
-        "heart_right_of_midline": float(hx > 0.5),
-        "flip_hellinger": float(hell),
-        "flipped_laterality": float(
-            centre_of_mass(flipped[nid("right lung")])[0]
-            < 0.5
-            < centre_of_mass(flipped[nid("left lung")])[0]
-        ),
-    }
-
-
-SHIFT = 0.1  # fraction of the width the image content is moved right in the shift check
-FOLLOW_NODES = ("right lung", "left lung", "cardiac silhouette")
-
-
-def shifted(image: np.ndarray, frac: float = SHIFT) -> np.ndarray:
-    """The image content moved right by ``frac`` of its width (black enters on the left)."""
-    dx = int(round(frac * image.shape[1]))
-    out = np.zeros_like(image)
-    out[:, dx:] = image[:, : image.shape[1] - dx]
-    return out
-
-
-def shift_follow(maps: np.ndarray, moved: np.ndarray) -> float:
-    """Mean over FOLLOW_NODES of (centre-of-mass shift) / SHIFT: 1 = the map follows the
-    anatomy, 0 = it stays put (an image-free prior scores 0)."""
-    ids = [anatomy.node_id(n) for n in FOLLOW_NODES]
-    return float(
-        np.mean([(centre_of_mass(moved[i])[0] - centre_of_mass(maps[i])[0]) / SHIFT for i in ids])
-    )
-
-
-def evaluate_real(engine: OrtEngine, images: dict[str, np.ndarray], batch: int) -> dict[str, Any]:
-    """Label-free checks on real radiographs; per-image rows and the means."""
-    names = list(images)
-    rows: dict[str, dict[str, float]] = {}
-    for chunk in _batches(names, batch):
-        arrs = [images[k] for k in chunk]
-        maps, _ = encode(engine, arrs)
-        flips, _ = encode(engine, [np.ascontiguousarray(a[:, ::-1]) for a in arrs])
-        moved, _ = encode(engine, [shifted(a) for a in arrs])
-        for k, m, f, mv in zip(chunk, maps, flips, moved, strict=True):
-            rows[k] = label_free(m, f) | {"shift_follow": shift_follow(m, mv)}
-    keys = next(iter(rows.values())).keys() if rows else ()
-    mean = {k: float(np.mean([r[k] for r in rows.values()])) for k in keys}
-    return {
-        "n": len(rows),
-        "mean": mean,
-        "failures": {
-            k: [n for n, r in rows.items() if r[k] < 1.0]
-            for k in keys
-            if k not in ("flip_hellinger", "shift_follow")
-        },
-    }
-
-
-def real_images(folder: str | None, extra: Sequence[str]) -> dict[str, dict[str, np.ndarray]]:
-    """Real images by set: the folder's held-out part, and the extra files (decoded as the
-    service decodes uploads)."""
-    from model_export.data import readers
-    from service.imaging.decode import decode_image
-    from service.imaging.types import DecodeLimits
-
-    sets: dict[str, dict[str, np.ndarray]] = {}
-    if folder:
-        studies = readers.held_out_split(readers.read_image_folder(Path(folder)), "test")
-        sets["kermany_held_out"] = {
-            st.study_id: readers.load_grey(st.image_paths[0], 224) for st in studies
-        }
-    if extra:
-        sets["adult"] = {
-            Path(p).name: decode_image(Path(p).read_bytes(), None, DecodeLimits()).pixels
-            for p in extra
-        }
-    return sets
 
 
 def main(argv: Sequence[str] | None = None) -> int:
