@@ -32,7 +32,7 @@ COPY --from=wheel /wheels /wheels
 RUN python -m venv /opt/venv \
     && /opt/venv/bin/pip install --find-links /wheels "ssacl-cxr[serve]==0.1.0"
 
-# ---- builder-gpu: the same venv on the CUDA base, onnxruntime swapped for onnxruntime-gpu ----
+# ---- builder-gpu: the same venv on the CUDA base with the `serve-gpu` extra (onnxruntime-gpu) ----
 FROM ${CUDA_IMAGE} AS builder-gpu
 ARG ORT_GPU_VERSION
 ENV DEBIAN_FRONTEND=noninteractive PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -40,11 +40,11 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends python3 python3-venv \
     && rm -rf /var/lib/apt/lists/*
 COPY --from=wheel /wheels /wheels
-# Both wheels provide the `onnxruntime` module: remove the CPU one before adding the GPU one.
+# `serve-gpu` = the serving dependencies with onnxruntime-gpu and never the CPU onnxruntime (both
+# wheels provide the same `onnxruntime` module), so nothing is swapped by hand.
 RUN python3 -m venv /opt/venv \
-    && /opt/venv/bin/pip install --find-links /wheels "ssacl-cxr[serve]==0.1.0" \
-    && /opt/venv/bin/pip uninstall -y onnxruntime \
-    && /opt/venv/bin/pip install "onnxruntime-gpu==${ORT_GPU_VERSION}"
+    && /opt/venv/bin/pip install --find-links /wheels \
+       "ssacl-cxr[serve-gpu]==0.1.0" "onnxruntime-gpu==${ORT_GPU_VERSION}"
 
 # ---- gpu: CUDA runtime image ----
 FROM ${CUDA_IMAGE} AS gpu

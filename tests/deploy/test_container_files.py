@@ -57,7 +57,8 @@ def test_dockerfile_targets_user_healthcheck_no_torch() -> None:
     assert set(stages.values()) == {"cpu", "gpu"}
     assert "${CUDA_IMAGE}" in stages and "${PYTHON_IMAGE}" in stages
     assert re.search(r"^ARG CUDA_IMAGE=nvidia/cuda:\S+-cudnn-runtime-ubuntu", text, re.MULTILINE)
-    assert '"ssacl-cxr[serve]' in text and "onnxruntime-gpu==" in text
+    assert '"ssacl-cxr[serve]' in text and '"ssacl-cxr[serve-gpu]' in text
+    assert "onnxruntime-gpu==" in text and "pip uninstall" not in text  # no hand swap
     assert "torch" not in text.replace("no torch", "").replace("No torch", "")
     for final in text.split("\nFROM ")[-2:]:  # the gpu and cpu stages
         assert re.search(r"^USER 10001", final, re.MULTILINE), final[:40]
