@@ -28,6 +28,7 @@ Image = bytes | os.PathLike[str]
 Option = bool | int | float
 
 FHIR_MEDIA_TYPE = "application/fhir+json"
+SR_MEDIA_TYPE = "application/dicom"  # a DICOM Structured Report (DICOM inputs only)
 USER_AGENT = "ssacl-cxr-client/0.1"
 REPORT_OPTIONS = frozenset(
     {
@@ -135,6 +136,16 @@ def _checked(response: httpx.Response, fhir: bool = False) -> Json:
     return body
 
 
+def _checked_sr(response: httpx.Response) -> bytes:
+    """The DICOM SR bytes of a success, else :class:`CxrClientError` (406 for a non-DICOM input)."""
+    if response.is_error:
+        _checked(response)  # raises CxrClientError with the problem
+    ctype = response.headers.get("content-type", "")
+    if not ctype.startswith(SR_MEDIA_TYPE):
+        raise CxrClientError(response.status_code, f"expected {SR_MEDIA_TYPE}, got {ctype}")
+    return response.content
+
+
 class _Base:
     """What both clients share: settings, headers and request building."""
 
@@ -214,6 +225,13 @@ class CxrClient(_Base):
         args = self._request_args(image, _params(options, REPORT_OPTIONS), fhir=True)
         return _checked(self._send("POST", "/v1/report", **args), fhir=True)
 
+    def report_sr(self, image: Image, **options: Option) -> bytes:
+        """``POST /v1/report`` with ``Accept: application/dicom``: a DICOM SR (Part 10 bytes)
+        in the input's study; the image must be DICOM (else 406 ``not-acceptable``)."""
+        args = self._request_args(image, _params(options, REPORT_OPTIONS))
+        args["headers"] = {"Accept": SR_MEDIA_TYPE}
+        return _checked_sr(self._send("POST", "/v1/report", **args))
+
     def ground(self, image: Image, phrases: Sequence[str], **options: Option) -> Json:
         """``POST /v1/ground``: one grounding per phrase (sent as form fields)."""
         args = self._request_args(image, _params(options, GROUND_OPTIONS), phrases)
@@ -270,6 +288,11 @@ class AsyncCxrClient(_Base):
     async def report_fhir(self, image: Image, **options: Option) -> Json:
         args = self._request_args(image, _params(options, REPORT_OPTIONS), fhir=True)
         return _checked(await self._send("POST", "/v1/report", **args), fhir=True)
+
+    async def report_sr(self, image: Image, **options: Option) -> bytes:
+        args = self._request_args(image, _params(options, REPORT_OPTIONS))
+        args["headers"] = {"Accept": SR_MEDIA_TYPE}
+        return _checked_sr(await self._send("POST", "/v1/report", **args))
 
     async def ground(self, image: Image, phrases: Sequence[str], **options: Option) -> Json:
         args = self._request_args(image, _params(options, GROUND_OPTIONS), phrases)
