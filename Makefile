@@ -4,7 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
-WEIGHTS ?= weights
+# An exported CXR_WEIGHTS_DIR wins (`CXR_WEIGHTS_DIR=/path make serve`), as does `make serve WEIGHTS=/path`.
+WEIGHTS ?= $(or $(CXR_WEIGHTS_DIR),weights)
+# GPU serving gets its own venv: onnxruntime and onnxruntime-gpu share one package folder.
+GPU_VENV := .venv-gpu
 
 .PHONY: serve serve-gpu test lint typecheck check prometheus system-deps clean
 
@@ -24,10 +27,17 @@ $(VENV)/.all: pyproject.toml | $(BIN)/python
 serve: $(VENV)/.serve
 	CXR_WEIGHTS_DIR=$(WEIGHTS) $(BIN)/python -m service --host $(HOST) --port $(PORT)
 
-## Same, on ONNX Runtime's CUDA provider.
-serve-gpu: $(VENV)/.serve
-	$(BIN)/pip uninstall -q -y onnxruntime && $(BIN)/pip install -q -e '.[serve,gpu]'
-	CXR_WEIGHTS_DIR=$(WEIGHTS) $(BIN)/python -m service --host $(HOST) --port $(PORT)
+$(GPU_VENV)/.serve-gpu: pyproject.toml
+	test -x $(GPU_VENV)/bin/python || $(PY) -m venv $(GPU_VENV)
+	$(GPU_VENV)/bin/pip install -q --upgrade pip
+	$(GPU_VENV)/bin/pip install -q -e '.[serve-gpu]'
+	touch $@
+
+## Same, on ONNX Runtime's CUDA provider (installed once into .venv-gpu); refuses to start
+## when CUDA is not usable (CXR_PROVIDER=auto to allow the CPU).
+serve-gpu: $(GPU_VENV)/.serve-gpu
+	CXR_WEIGHTS_DIR=$(WEIGHTS) CXR_PROVIDER=$(or $(CXR_PROVIDER),cuda) \
+	  $(GPU_VENV)/bin/python -m service --host $(HOST) --port $(PORT)
 
 ## Install everything, then lint, type-check and run the whole suite.
 test: $(VENV)/.all system-deps
@@ -64,4 +74,4 @@ system-deps:
 prometheus: system-deps
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(GPU_VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -41,27 +41,100 @@ def physical_cores() -> int:
     return max(1, logical // smt)
 
 
+def _alias(requested: str) -> str:
+    """``requested`` as a key of PROVIDER_ALIASES; WeightsError when unknown."""
+    key = requested.strip()
+    if key.lower() in ("auto", "cpu", "cuda"):
+        key = key.lower()
+    if key not in PROVIDER_ALIASES:
+        raise WeightsError(f"unknown provider {requested!r}; use auto, cpu or cuda")
+    return key
+
+
 def choose_providers(requested: str) -> list[str]:
     """ORT providers, in priority order, for ``auto`` | ``cpu`` | ``cuda`` (or a full name).
 
     ``auto`` takes CUDA when this onnxruntime build offers it, else CPU. ``cuda`` when CUDA is
     not available raises :class:`WeightsError` rather than silently running on CPU.
     """
-    key = requested.strip()
-    if key.lower() in ("auto", "cpu", "cuda"):
-        key = key.lower()
-    if key not in PROVIDER_ALIASES:
-        raise WeightsError(f"unknown provider {requested!r}; use auto, cpu or cuda")
     available = ort.get_available_providers()
-    want = PROVIDER_ALIASES[key]
+    want = PROVIDER_ALIASES[_alias(requested)]
     if want is None:
         return [CUDA, CPU] if CUDA in available else [CPU]
     if want == CUDA and CUDA not in available:
         raise WeightsError(
             f"provider 'cuda' requested but this onnxruntime offers only {available}; "
-            "install onnxruntime-gpu (make serve-gpu) or use provider=cpu"
+            "install onnxruntime-gpu (make serve-gpu) or set CXR_PROVIDER=cpu (or auto)"
         )
     return [CUDA, CPU] if want == CUDA else [CPU]
+
+
+def provider_in_use(sessions: Mapping[str, ort.InferenceSession]) -> str:
+    """The provider the sessions actually run on: the first of each ``get_providers()``
+    (ORT drops a provider it could not create); several, comma-joined, if they differ."""
+    return ",".join(sorted({str(s.get_providers()[0]) for s in sessions.values()}))
+
+
+def verify_providers(requested: str, sessions: Mapping[str, ort.InferenceSession]) -> str:
+    """:func:`provider_in_use`, after checking the sessions run where ``requested`` says.
+
+    ORT lists CUDA whenever onnxruntime-gpu is installed, but falls back to the CPU, with only
+    a log line, when it cannot create the CUDA provider (no GPU or driver, CUDA or cuDNN
+    libraries missing). For ``cuda`` that raises :class:`WeightsError`; ``auto`` logs it.
+    """
+    used = {name: str(s.get_providers()[0]) for name, s in sessions.items()}
+    fell_back = sorted(name for name, p in used.items() if p != CUDA)
+    wanted = PROVIDER_ALIASES[_alias(requested)]
+    if fell_back and wanted == CUDA:
+        raise WeightsError(
+            f"provider 'cuda' requested but ONNX Runtime could not create its CUDA provider for "
+            f"{fell_back} (they would run on {used[fell_back[0]]}): check the NVIDIA driver and "
+            "the CUDA and cuDNN libraries onnxruntime-gpu needs (ORT's log line says which is "
+            "missing), or set CXR_PROVIDER=cpu (or auto to allow the CPU)"
+        )
+    if fell_back and wanted is None and CUDA in ort.get_available_providers():
+        log.warning("CUDA provider unusable, running on the CPU: %s", used)
+    return provider_in_use(sessions)
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
+        n >>= 7
+        if not n:
+            return bytes(out)
+
+
+def _field(number: int, payload: bytes | int) -> bytes:
+    """One protobuf field: a varint (int) or a length-delimited payload (bytes)."""
+    if isinstance(payload, int):
+        return _varint(number << 3) + _varint(payload)
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _probe_model() -> bytes:
+    """A serialised ONNX model of one ``Identity`` node, float (n,) -> (n,) (ir 8, opset 13),
+    written without the onnx package (not a serving dependency)."""
+    shape = _field(2, _field(1, _field(2, b"n")))  # shape.dim[0].dim_param = "n"
+    tensor = _field(1, _field(1, 1) + shape)  # TypeProto.tensor_type: elem_type FLOAT, shape
+
+    def value(name: bytes) -> bytes:
+        return _field(1, name) + _field(2, tensor)
+
+    node = _field(1, b"x") + _field(2, b"y") + _field(4, b"Identity")
+    inputs, outputs = _field(11, value(b"x")), _field(12, value(b"y"))
+    graph = _field(1, node) + _field(2, b"probe") + inputs + outputs
+    return _field(1, 8) + _field(7, graph) + _field(8, _field(2, 13))
+
+
+def probe_providers(requested: str) -> str:
+    """Start-up check in well under a second: the provider a one-node session gets for
+    ``requested``; :class:`WeightsError` as :func:`choose_providers` / :func:`verify_providers`
+    (e.g. ``cuda`` when CUDA is not offered, or offered but cannot be created)."""
+    providers = choose_providers(requested)
+    sess = create_session_from(_probe_model(), providers, 1, "probe model")
+    return verify_providers(requested, {"start-up probe": sess})
 
 
 def session_options(threads: int | None) -> ort.SessionOptions:
@@ -79,12 +152,19 @@ def create_session(
     path: Path, providers: Sequence[str], threads: int | None
 ) -> ort.InferenceSession:
     """One inference session; ``WeightsError`` naming the file if ORT cannot load it."""
+    return create_session_from(str(path), providers, threads, str(path))
+
+
+def create_session_from(
+    model: str | bytes, providers: Sequence[str], threads: int | None, name: str
+) -> ort.InferenceSession:
+    """A session on a model path or serialised bytes; ``WeightsError`` naming ``name``."""
     try:
         return ort.InferenceSession(
-            str(path), sess_options=session_options(threads), providers=list(providers)
+            model, sess_options=session_options(threads), providers=list(providers)
         )
     except Exception as e:  # ORT raises its own Fail/InvalidGraph/... types
-        raise WeightsError(f"onnxruntime cannot load {path}: {e}") from e
+        raise WeightsError(f"onnxruntime cannot load {name}: {e}") from e
 
 
 def run(
