@@ -7,7 +7,9 @@ route reads), turns unexpected exceptions into a 500 problem, records a client t
 mid-body as status 499 (not a server error, no traceback), adds ``X-Content-Type-Options:
 nosniff`` and ``Cache-Control: no-store`` to every response (unless the route set its own), and
 logs one JSON line with method, route template, status, duration and batch size. It never logs
-bodies, query strings, headers or DICOM attributes.
+bodies, query strings, headers or DICOM attributes. :func:`configure_logging` also routes
+Python warnings and the third-party loggers through the JSON form, values stripped
+(:mod:`service.api.log_scrub`).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from .errors import (
     internal_error_response,
     problem_response,
 )
+from .log_scrub import route_third_party
 from .state import AppState
 
 LOGGER_NAME = "cxr"
@@ -76,15 +79,21 @@ class _StderrHandler(logging.StreamHandler[TextIO]):
         super().emit(record)
 
 
+def _json_handler() -> logging.Handler:
+    handler = _StderrHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    return handler
+
+
 def configure_logging(level: str) -> logging.Logger:
-    """Give the ``cxr`` logger one JSON stderr handler (idempotent) and set its level."""
+    """Give the ``cxr`` logger one JSON stderr handler (idempotent) and set its level; send
+    warnings and the third-party loggers to JSON handlers too, their messages value-free."""
     logger = logging.getLogger(LOGGER_NAME)
     if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
-        handler = _StderrHandler(sys.stderr)
-        handler.setFormatter(JsonFormatter())
-        logger.addHandler(handler)
+        logger.addHandler(_json_handler())
     logger.setLevel(level)
     logger.propagate = False
+    route_third_party(_json_handler, logger.level)
     return logger
 
 

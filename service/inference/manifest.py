@@ -4,7 +4,9 @@
 folder (path relative to the folder, POSIX separators) to the SHA-256 of its bytes. Loading
 refuses a folder where any listed file is missing or differs, and a folder whose graphs or
 tokenizers are not listed. Pure Python (no onnxruntime, no torch): the exporter writes it with
-:func:`write_manifest`, the engine reads it with :func:`load_manifest`.
+:func:`write_manifest`, the engine reads it with :func:`load_manifest`. An optional
+``manifest.sig`` (:mod:`service.inference.manifest_signature`) signs the manifest's bytes; it is
+not hashed in ``files`` (it is made after the manifest).
 """
 
 from __future__ import annotations
@@ -14,9 +16,13 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 MANIFEST_NAME = "manifest.json"
+SIGNATURE_NAME = "manifest.sig"  # optional Ed25519 signature over manifest.json's bytes
 FORMAT_VERSION = 1  # bump when the manifest layout changes incompatibly
 _CHUNK = 1 << 20  # bytes read at a time while hashing
 
@@ -67,10 +73,11 @@ def sha256_file(path: Path) -> str:
 
 
 def hash_folder(root: Path) -> dict[str, str]:
-    """SHA-256 of every regular file under ``root`` except the manifest, sorted by path."""
+    """SHA-256 of every regular file under ``root`` except manifests and their signatures,
+    sorted by path."""
     out: dict[str, str] = {}
     for p in sorted(root.rglob("*")):
-        if p.is_file() and p.name != MANIFEST_NAME:
+        if p.is_file() and p.name not in (MANIFEST_NAME, SIGNATURE_NAME):
             out[p.relative_to(root).as_posix()] = sha256_file(p)
     return out
 
@@ -146,16 +153,29 @@ def parse_manifest(root: Path, text: str) -> Manifest:
         raise WeightsError(f"{where}: malformed entry ({e!r})") from e
 
 
-def load_manifest(root: Path, verify: bool = True) -> Manifest:
+def load_manifest(
+    root: Path, verify: bool = True, public_key: Ed25519PublicKey | None = None
+) -> Manifest:
     """Read and (by default) verify a weights folder; ``WeightsError`` on any problem.
 
     Every file in ``files`` must exist with the listed SHA-256, and every graph and tokenizer
     the manifest names must be listed in ``files`` (so nothing the engine loads is unverified).
+    With ``public_key``, ``manifest.sig`` must sign the manifest bytes read here (the bytes that
+    are then parsed; ``Manifest.sha256`` is theirs).
     """
     mpath = root / MANIFEST_NAME
     if not mpath.is_file():
         raise WeightsError(f"no {MANIFEST_NAME} in weights folder {root}")
-    m = parse_manifest(root, mpath.read_text(encoding="utf-8"))
+    data = mpath.read_bytes()
+    if public_key is not None:
+        from service.inference.manifest_signature import verify_signature
+
+        verify_signature(root, data, public_key)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise WeightsError(f"{mpath} is not UTF-8 text") from None
+    m = parse_manifest(root, text)
     needed = [g.file for g in m.graphs.values()]
     needed += [str(v) for v in m.raw.get("tokenizers", {}).values()]
     needed += [str(v) for v in m.raw.get("constants", {}).values()]
