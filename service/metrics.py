@@ -1,9 +1,14 @@
 """Prometheus metrics of the service: definitions only, no logic.
 
 Every metric lives in one ``CollectorRegistry`` built by :func:`build_metrics`, so tests and
-several app instances in one process never collide. Label values are bounded sets:
-``endpoint`` is a route template (``/v1/report``...), ``status`` an HTTP status code,
-``stage`` one of ``STAGES``, ``reason`` one of ``REJECT_REASONS``.
+several app instances in one process never collide. Label values are bounded sets: on the HTTP
+metrics ``endpoint`` is a route template (``/v1/report``...) and ``status`` an HTTP status code;
+on the stage histograms ``endpoint`` is the operation (``report`` or ``ground``, whichever route
+served it) and ``stage`` one of ``REQUEST_STAGES`` or ``BATCH_STAGES``; ``reason`` is one of
+``REJECT_REASONS``; ``source`` one of ``MEMORY_LIMIT_SOURCES``.
+
+Per-request stages are observed once per request; batch stages once per engine batch (one
+``engine.generate`` call, whatever its size), next to ``cxr_batch_size``.
 """
 
 from __future__ import annotations
@@ -20,7 +25,14 @@ from prometheus_client import (
 )
 
 NAMESPACE = "cxr"
-STAGES = ("decode", "preprocess", "encoder", "decoding", "heatmaps", "ground")
+# operation -> the stages timed once per request of it (seconds)
+REQUEST_STAGES_BY_ENDPOINT = {
+    "report": ("decode", "queue", "heatmaps"),
+    "ground": ("decode", "queue", "ground"),
+}
+REQUEST_STAGES = ("decode", "queue", "heatmaps", "ground")
+BATCH_STAGES = ("preprocess", "encoder", "decoding")  # one engine.generate call, whole batch
+STAGES = REQUEST_STAGES + BATCH_STAGES
 REJECT_REASONS = (
     "overload",
     "auth",
@@ -32,6 +44,7 @@ REJECT_REASONS = (
     "invalid_image",
     "validation",
 )
+MEMORY_LIMIT_SOURCES = ("setting", "cgroup", "host")  # where cxr_memory_limit_bytes came from
 # 5 ms .. 30 s, roughly x2 per bucket.
 LATENCY_BUCKETS = (
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0,
@@ -46,13 +59,16 @@ class Metrics:
     registry: CollectorRegistry
     requests: Counter  # cxr_http_requests_total{endpoint,method,status}
     request_latency: Histogram  # cxr_http_request_duration_seconds{endpoint}
-    stage_latency: Histogram  # cxr_stage_duration_seconds{stage}
+    stage_latency: Histogram  # cxr_stage_duration_seconds{endpoint,stage}, per request
+    batch_stage_latency: Histogram  # cxr_batch_stage_duration_seconds{stage}, per engine batch
     tokens: Counter  # cxr_generated_tokens_total
     reports: Counter  # cxr_reports_generated_total
-    batch_size: Histogram  # cxr_batch_size
+    batch_size: Histogram  # cxr_batch_size, per engine batch
     queue_depth: Gauge  # cxr_queue_depth
+    queue_capacity: Gauge  # cxr_queue_capacity (CXR_QUEUE_SIZE)
     in_flight: Gauge  # cxr_in_flight_requests
     rejected: Counter  # cxr_rejected_requests_total{reason}
+    memory_limit: Gauge  # cxr_memory_limit_bytes{source}
     ready: Gauge  # cxr_ready (1 when weights are loaded, verified and warm)
     model_info: Info  # cxr_model_info{name,version,provider,weights_sha256}
 
@@ -73,7 +89,11 @@ def build_metrics(registry: CollectorRegistry | None = None) -> Metrics:
             ["endpoint"], namespace=ns, buckets=LATENCY_BUCKETS, registry=reg,
         ),
         stage_latency=Histogram(
-            "stage_duration_seconds", "Latency of one pipeline stage for one request or batch.",
+            "stage_duration_seconds", "Latency of one per-request stage of one request.",
+            ["endpoint", "stage"], namespace=ns, buckets=LATENCY_BUCKETS, registry=reg,
+        ),
+        batch_stage_latency=Histogram(
+            "batch_stage_duration_seconds", "Latency of one batch stage of one engine batch.",
             ["stage"], namespace=ns, buckets=LATENCY_BUCKETS, registry=reg,
         ),
         tokens=Counter(
@@ -90,12 +110,20 @@ def build_metrics(registry: CollectorRegistry | None = None) -> Metrics:
         queue_depth=Gauge(
             "queue_depth", "Requests waiting for an engine slot.", namespace=ns, registry=reg,
         ),
+        queue_capacity=Gauge(
+            "queue_capacity", "Most requests that may wait for an engine slot (CXR_QUEUE_SIZE).",
+            namespace=ns, registry=reg,
+        ),
         in_flight=Gauge(
             "in_flight_requests", "Requests being processed now.", namespace=ns, registry=reg,
         ),
         rejected=Counter(
             "rejected_requests", "Requests refused, by reason.",
             ["reason"], namespace=ns, registry=reg,
+        ),
+        memory_limit=Gauge(
+            "memory_limit_bytes", "Memory the process may use, bytes, and where that came from.",
+            ["source"], namespace=ns, registry=reg,
         ),
         ready=Gauge(
             "ready", "1 when weights are loaded, verified and warmed up, else 0.",
@@ -106,8 +134,16 @@ def build_metrics(registry: CollectorRegistry | None = None) -> Metrics:
             namespace=ns, registry=reg,
         ),
     )  # fmt: skip
-    for reason in REJECT_REASONS:  # export zeros so rate() works before the first rejection
-        m.rejected.labels(reason=reason)
-    for stage in STAGES:
-        m.stage_latency.labels(stage=stage)
+    _export_zeros(m)
     return m
+
+
+def _export_zeros(m: Metrics) -> None:
+    """Create every fixed label set at start-up, so rate() and the dashboard work at once."""
+    for reason in REJECT_REASONS:
+        m.rejected.labels(reason=reason)
+    for endpoint, stages in REQUEST_STAGES_BY_ENDPOINT.items():
+        for stage in stages:
+            m.stage_latency.labels(endpoint=endpoint, stage=stage)
+    for stage in BATCH_STAGES:
+        m.batch_stage_latency.labels(stage=stage)

@@ -28,7 +28,7 @@ from typing import TypeVar, cast
 import numpy as np
 
 from service.inference.types import Engine, GenerateOptions, Report
-from service.metrics import Metrics
+from service.metrics import BATCH_STAGES, Metrics
 
 T = TypeVar("T")
 
@@ -91,6 +91,8 @@ class MicroBatcher:
         self._running: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        if metrics is not None:
+            metrics.queue_capacity.set(cfg.queue_size)
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -208,8 +210,6 @@ class MicroBatcher:
             now = self._loop.time()
             for job in jobs:
                 job.started = now
-            if jobs[0].key is not None and self._metrics is not None:
-                self._metrics.batch_size.observe(len(jobs))
             outcomes = await self._loop.run_in_executor(self._executor, self._execute, jobs)
             for job, out in zip(jobs, outcomes, strict=True):
                 if job.future.done():  # its request timed out meanwhile
@@ -235,12 +235,26 @@ class MicroBatcher:
             return [_capture(cast(Callable[[], object], jobs[0].fn))]
         images = [cast(np.ndarray, j.image) for j in jobs]
         try:
-            return list(_generate(self._engine, images, key))
+            return list(self._generate(images, key))
         except Exception as exc:
             if len(jobs) == 1:
                 return [exc]
         # isolate the failure: one engine call per image
-        return [_capture(partial(_generate_one, self._engine, im, key)) for im in images]
+        return [_capture(partial(self._generate_one, im, key)) for im in images]
+
+    def _generate(self, images: list[np.ndarray], options: GenerateOptions) -> list[Report]:
+        """One engine call; its size and batch stages observed once (not once per image)."""
+        reports = _generate(self._engine, images, options)
+        if self._metrics is not None:
+            self._metrics.batch_size.observe(len(reports))
+            for stage in BATCH_STAGES:  # batch-wide: the same in every report of the batch
+                if stage in reports[0].timings:
+                    seconds = reports[0].timings[stage]
+                    self._metrics.batch_stage_latency.labels(stage=stage).observe(seconds)
+        return reports
+
+    def _generate_one(self, image: np.ndarray, options: GenerateOptions) -> Report:
+        return self._generate([image], options)[0]
 
     def _set_depth(self) -> None:
         if self._metrics is not None:
@@ -252,10 +266,6 @@ def _generate(engine: Engine, images: list[np.ndarray], options: GenerateOptions
     if len(reports) != len(images):
         raise RuntimeError(f"engine returned {len(reports)} reports for {len(images)} images")
     return reports
-
-
-def _generate_one(engine: Engine, image: np.ndarray, options: GenerateOptions) -> Report:
-    return _generate(engine, [image], options)[0]
 
 
 def _capture(fn: Callable[[], object]) -> object:

@@ -6,6 +6,7 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pytest
 import yaml
@@ -13,6 +14,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 PROM_DIR = REPO / "deploy" / "prometheus"
 OPERATIONS = REPO / "docs" / "OPERATIONS.md"
+RUNBOOK_URL = re.compile(r"\{\{ \$externalLabels\.runbook_base \}\}#([a-z0-9-]+)")
 DATASOURCE = REPO / "deploy" / "grafana" / "provisioning" / "datasources" / "prometheus.yml"
 
 
@@ -59,6 +61,33 @@ def test_required_alerts_exist() -> None:
     assert 'status=~"5.."' in exprs["CxrHighErrorRatio"]
     assert "histogram_quantile(0.95" in exprs["CxrHighLatencyP95"]
     assert 'reason="overload"' in exprs["CxrOverloadRejections"]
+    assert exprs["CxrTargetMissing"] == 'absent(up{job="cxr"})'
+    assert 'reason=~"timeout|body_timeout"' in exprs["CxrRequestTimeouts"]
+    queue = exprs["CxrQueueSaturated"]
+    assert "cxr_queue_depth" in queue and "/ on (job, instance)" in queue
+    assert re.search(r"cxr_queue_capacity\{[^}]*\}\s*> 0\.8\s*$", queue), queue
+    memory = exprs["CxrMemoryNearLimit"]
+    assert memory.index("process_resident_memory_bytes") < memory.index("cxr_memory_limit_bytes")
+    assert memory.rstrip().endswith("> 0.9"), memory
+
+
+def runbook_base() -> str:
+    """The ``runbook_base`` external label of the shipped prometheus.yml."""
+    cfg = yaml.safe_load((PROM_DIR / "prometheus.yml").read_text())
+    return str(cfg["global"]["external_labels"]["runbook_base"])
+
+
+def test_runbook_base_is_an_absolute_link_to_the_runbook_doc() -> None:
+    url = urlparse(runbook_base())
+    assert url.scheme == "https" and url.netloc, runbook_base()
+    assert url.path.endswith("/docs/OPERATIONS.md") and not url.fragment, runbook_base()
+    tests = yaml.safe_load((PROM_DIR / "alerts_test.yml").read_text())["tests"]
+    for case in tests:  # the unit tests render the same link the deployment does
+        assert case.get("external_labels", {}).get("runbook_base") == runbook_base(), case
+        for t in case.get("alert_rule_test", []):
+            for alert in t.get("exp_alerts") or []:
+                link = alert["exp_annotations"]["runbook_url"]
+                assert link == f"{runbook_base()}#{t['alertname'].lower()}", link
 
 
 def test_every_alert_has_annotations_and_a_runbook_section() -> None:
@@ -69,8 +98,10 @@ def test_every_alert_has_annotations_and_a_runbook_section() -> None:
         ann = rule.get("annotations")
         assert isinstance(ann, dict), rule["alert"]
         assert {"summary", "description", "runbook_url"} <= set(ann), rule["alert"]
-        doc, _, anchor = str(ann["runbook_url"]).partition("#")
-        assert doc == "docs/OPERATIONS.md", ann["runbook_url"]
+        link = RUNBOOK_URL.fullmatch(str(ann["runbook_url"]))
+        assert link, f"{rule['alert']}: runbook_url {ann['runbook_url']!r} is not base + anchor"
+        anchor = link[1]
+        assert anchor == str(rule["alert"]).lower(), anchor
         assert anchor in anchors, f"{rule['alert']}: no heading for #{anchor} in OPERATIONS.md"
         assert rule.get("labels", {}).get("severity") in ("critical", "warning"), rule["alert"]
 

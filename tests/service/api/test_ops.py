@@ -82,7 +82,7 @@ def test_metrics_has_every_family(client, images):
         assert f"{NAMESPACE}_{family}" in text, family
     assert 'cxr_http_requests_total{endpoint="/v1/report",method="POST",status="200"} 1.0' in text
     assert 'cxr_rejected_requests_total{reason="unsupported_media_type"} 1.0' in text
-    assert 'cxr_stage_duration_seconds_count{stage="decode"} 1.0' in text
+    assert 'cxr_stage_duration_seconds_count{endpoint="report",stage="decode"} 1.0' in text
     assert "cxr_reports_generated_total 1.0" in text
     assert 'name="fake-ssacl"' in text or "cxr_model_info{" in text
 
