@@ -18,28 +18,38 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from service.inference.types import Engine
+from service.memory_limit import export_memory_limit
 from service.metrics import build_metrics
 from service.settings import Settings, get_settings
 
 from .api import health, routes
 from .api.access_log import RequestMiddleware, configure_logging
+from .api.docs import install_docs
 from .api.errors import install_error_handlers
+from .api.openapi import install_openapi_limits
 from .api.responses import model_ref
 from .api.schemas import DISCLAIMER
 from .api.state import AppState
 from .inference.batching import BatchConfig, MicroBatcher
+from .viewer import router as viewer_router
 
 EngineFactory = Callable[[Settings], Engine]
 API_VERSION = "1.0.0"
 
 
 def default_engine_factory(settings: Settings) -> Engine:
-    """The ONNX Runtime engine on ``settings.weights_dir`` (verifies the manifest SHA-256)."""
+    """The ONNX Runtime engine on ``settings.weights_dir`` (verifies the manifest SHA-256, and
+    its signature when ``CXR_MANIFEST_PUBLIC_KEY`` is set)."""
     from service.inference.engine import OrtEngine
+    from service.inference.manifest import WeightsError
+    from service.inference.manifest_signature import signed_manifest_sha256
 
-    engine: Engine = OrtEngine.from_weights(
+    signed = signed_manifest_sha256(settings.weights_dir, settings.manifest_public_key)
+    engine = OrtEngine.from_weights(
         settings.weights_dir, provider=settings.provider, threads=settings.intra_op_threads
     )
+    if signed is not None and engine.manifest.sha256 != signed:  # replaced while loading
+        raise WeightsError("manifest.json changed after its signature was checked; restart")
     return engine
 
 
@@ -52,6 +62,7 @@ def create_app(
     configure_logging(settings.log_level)
     state = AppState(settings=settings, metrics=build_metrics())
     state.metrics.ready.set(0)
+    export_memory_limit(state.metrics, settings.memory_limit_bytes)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -66,13 +77,18 @@ def create_app(
         version=API_VERSION,
         description=f"Grounded chest X-ray report generation. {DISCLAIMER}",
         lifespan=lifespan,
+        docs_url=None,  # install_docs: /docs and /redoc with local assets, no CDN
+        redoc_url=None,
     )
     app.state.cxr = state
+    install_docs(app)
+    install_openapi_limits(app, settings)  # the schema carries the enforced limits
     install_error_handlers(app)
     app.add_middleware(RequestMiddleware, state=state)
     app.include_router(health.router)
     app.include_router(routes.build_router("/v1"), tags=["v1"])
     app.include_router(routes.build_router(deprecated=True), tags=["unversioned aliases"])
+    app.include_router(viewer_router)  # GET /viewer: open page; its API calls send the key
     return app
 
 

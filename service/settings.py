@@ -1,7 +1,9 @@
 """Service configuration: one pydantic-settings class, read from ``CXR_*`` variables and ``.env``.
 
-Build it with :func:`get_settings` (tests pass their own ``Settings(...)`` to ``create_app``);
-nothing is read at import time.
+``.env`` (in the working directory) holds the settings of a local run (``make serve``) only; the
+compose stack keeps its own in ``deploy/compose.env`` and passes them as environment variables,
+so its values (auth on, ``cuda``) never reach a laptop run. Build it with :func:`get_settings`
+(tests pass their own ``Settings(...)`` to ``create_app``); nothing is read at import time.
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ class Settings(BaseSettings):
     provider: Literal["auto", "cpu", "cuda"] = "auto"  # ORT provider; auto = CUDA if available
     # ORT intra-op threads per session; None = ORT's default (all cores)
     intra_op_threads: int | None = Field(default=None, ge=1, le=256)
+    # Ed25519 public key (PEM text, base64 of the raw 32 bytes, or a file path): when set, the
+    # weights need a manifest.sig that verifies with it; None = no signature check
+    manifest_public_key: str | None = None
 
     # --- auth ---
     auth_enabled: bool = False  # require an API key on /v1/* (health and metrics stay open)
@@ -50,6 +55,9 @@ class Settings(BaseSettings):
     retry_after_s: int = Field(default=2, ge=1, le=3600)  # Retry-After of 503 responses, s
     # the whole request body must arrive within this (408 after); read before admission
     body_timeout_s: float = Field(default=30.0, gt=0, le=600)
+    # memory the process may use, bytes (cxr_memory_limit_bytes, the memory alert's limit);
+    # unset = the container's cgroup limit, else the host's physical memory
+    memory_limit_bytes: int | None = Field(default=None, ge=1)
 
     # --- input limits ---
     max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)  # request body (413 above)

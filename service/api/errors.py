@@ -46,6 +46,7 @@ BAD_REQUEST = Problem("bad-request", 400, "Malformed request", "validation")
 UNAUTHORIZED = Problem("unauthorized", 401, "Missing or invalid API key", "auth")
 NOT_FOUND = Problem("not-found", 404, "Not found")
 METHOD_NOT_ALLOWED = Problem("method-not-allowed", 405, "Method not allowed")
+NOT_ACCEPTABLE = Problem("not-acceptable", 406, "Not acceptable", "validation")
 TOO_LARGE = Problem("too-large", 413, "Input too large", "too_large")
 BODY_TIMEOUT = Problem("body-timeout", 408, "Request body not received in time", "body_timeout")
 UNSUPPORTED = Problem(
@@ -60,9 +61,9 @@ NOT_READY = Problem("not-ready", 503, "Model not ready")
 TIMEOUT = Problem("timeout", 504, "Processing timed out", "timeout")
 
 ALL_PROBLEMS = (
-    BAD_REQUEST, UNAUTHORIZED, NOT_FOUND, METHOD_NOT_ALLOWED, BODY_TIMEOUT, TOO_LARGE,
-    UNSUPPORTED, UNDECODABLE, INVALID_IMAGE, VALIDATION, INTERNAL, OVERLOADED, NOT_READY,
-    TIMEOUT,
+    BAD_REQUEST, UNAUTHORIZED, NOT_FOUND, METHOD_NOT_ALLOWED, NOT_ACCEPTABLE, BODY_TIMEOUT,
+    TOO_LARGE, UNSUPPORTED, UNDECODABLE, INVALID_IMAGE, VALIDATION, INTERNAL, OVERLOADED,
+    NOT_READY, TIMEOUT,
 )  # fmt: skip
 _BY_IMAGE_KIND = {
     "unsupported_media_type": UNSUPPORTED,

@@ -18,12 +18,13 @@ from fastapi.responses import JSONResponse, Response
 from model_export.ssacl import anatomy
 from service.imaging.types import DecodedImage, Imaging
 from service.inference.types import Engine, GenerateOptions, Grounding
-from service.metrics import STAGES
+from service.metrics import REQUEST_STAGES
 from service.settings import MAX_BEAM_SIZE
 
 from . import responses
 from .auth import require_api_key
 from .deps import BatcherDep, EngineDep, ImagingDep, StateDep, admitted
+from .dicom_sr import SR_MEDIA_TYPE, report_sr, sr_source, wants_sr
 from .errors import PROBLEM_MEDIA_TYPE, VALIDATION, ApiError
 from .fhir import FHIR_MEDIA_TYPE, report_bundle
 from .inputs import (
@@ -56,6 +57,16 @@ PROBLEMS: dict[int | str, dict[str, Any]] = {
 }
 
 
+_SR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": f"JSON report; with Accept: {SR_MEDIA_TYPE} (DICOM input only) a DICOM "
+        "Structured Report (TID 1500) in the source's study",
+        "content": {SR_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}}},
+    },
+    406: {**_PROBLEM, "description": "DICOM SR asked for an input that is not a DICOM image"},
+}
+
+
 def _image_body(extra_fields: dict[str, Any]) -> dict[str, Any]:
     """OpenAPI requestBody: multipart ``file`` (+ fields) or a raw typed image."""
     binary = {"type": "string", "format": "binary"}
@@ -73,13 +84,15 @@ async def _decode(imaging: Imaging, state: AppState, upload: Upload) -> tuple[De
     return img, time.perf_counter() - t0
 
 
-VARY = {"Vary": "Accept"}  # the report route answers JSON or a FHIR Bundle by Accept
+VARY = {"Vary": "Accept"}  # the report route answers JSON, a FHIR Bundle or a DICOM SR by Accept
 
 
-def _observe(state: AppState, timings_s: dict[str, float]) -> None:
+def _observe(state: AppState, endpoint: str, timings_s: dict[str, float]) -> None:
+    """Per-request stages of one ``report`` or ``ground`` request (the batcher observes the
+    batch stages once per engine batch)."""
     for stage, seconds in timings_s.items():
-        if stage in STAGES:
-            state.metrics.stage_latency.labels(stage=stage).observe(seconds)
+        if stage in REQUEST_STAGES:
+            state.metrics.stage_latency.labels(endpoint=endpoint, stage=stage).observe(seconds)
 
 
 async def report(
@@ -105,6 +118,7 @@ async def report(
     upload = await read_upload(request, max_fields=4, timeout_s=s.body_timeout_s)
     async with admitted(state):  # after the body: a slow upload never holds engine capacity
         img, decode_s = await _decode(imaging, state, upload)
+        sr_study = sr_source(img) if wants_sr(request.headers.get("accept")) else None  # or 406
         options = GenerateOptions(
             beam_size=beam_size or s.default_beam_size,
             max_new_tokens=max_new_tokens or s.default_max_new_tokens,
@@ -118,10 +132,10 @@ async def report(
         rep = report_in_original(done.report, img)  # boxes: working -> original pixels
         request.state.batch_size = done.batch_size
         request.state.queue_ms = round(done.queue_s * 1000.0, 2)
-        _observe(state, {"decode": decode_s, **rep.timings})
+        timings = {"decode": decode_s, "queue": done.queue_s, **rep.timings}
+        _observe(state, "report", timings)
         state.metrics.tokens.inc(rep.num_tokens)
         state.metrics.reports.inc()
-        timings = {"decode": decode_s, "queue": done.queue_s, **rep.timings}
         out = await run_in_threadpool(
             partial(
                 responses.report_response,
@@ -136,6 +150,9 @@ async def report(
             )
         )
     out.timings_ms["total"] = round((time.perf_counter() - t0) * 1000.0, 2)  # incl. PNGs
+    if sr_study is not None:  # DICOM SR (TID 1500) in the source's study
+        sr = await run_in_threadpool(report_sr, out, sr_study)
+        return Response(sr, media_type=SR_MEDIA_TYPE, headers=VARY)
     if FHIR_MEDIA_TYPE in request.headers.get("accept", ""):  # content negotiation
         return JSONResponse(report_bundle(out), media_type=FHIR_MEDIA_TYPE, headers=VARY)
     return out
@@ -182,8 +199,8 @@ async def ground(
         )
         groundings = groundings_in_original(groundings, img)  # boxes in original pixels
         request.state.queue_ms = round(queue_s * 1000.0, 2)
-        _observe(state, {"decode": decode_s, "ground": ground_s})
         timings = {"decode": decode_s, "queue": queue_s, "ground": ground_s}
+        _observe(state, "ground", timings)
         res = await run_in_threadpool(
             partial(
                 responses.ground_response,
@@ -237,7 +254,7 @@ def build_router(prefix: str = "", deprecated: bool = False) -> APIRouter:
         report,
         methods=["POST"],
         response_model=ReportResponse,
-        responses=PROBLEMS,
+        responses={**PROBLEMS, **_SR_RESPONSES},
         openapi_extra=_image_body({}),
         summary="Generate a grounded report for one chest X-ray",
         deprecated=deprecated,
