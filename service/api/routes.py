@@ -16,7 +16,8 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
 from model_export.ssacl import anatomy
-from service.imaging.types import DecodedImage, Imaging
+from service.imaging.types import DecodedImage, DicomStudyRef, Imaging
+from service.inference.batching import Generated
 from service.inference.types import Engine, GenerateOptions, Grounding
 from service.metrics import REQUEST_STAGES
 from service.settings import MAX_BEAM_SIZE
@@ -129,27 +130,50 @@ async def report(
             length_penalty=length_penalty,
         )
         done = await batcher.generate(img.pixels, options, s.request_timeout_s)
-        rep = report_in_original(done.report, img)  # boxes: working -> original pixels
-        request.state.batch_size = done.batch_size
-        request.state.queue_ms = round(done.queue_s * 1000.0, 2)
-        timings = {"decode": decode_s, "queue": done.queue_s, **rep.timings}
-        _observe(state, "report", timings)
-        state.metrics.tokens.inc(rep.num_tokens)
-        state.metrics.reports.inc()
-        out = await run_in_threadpool(
-            partial(
-                responses.report_response,
-                rep,
-                img,
-                request_id=request_id_of(request.scope),
-                model=responses.model_ref(engine.model_facts),
-                timings_ms=responses.ms(timings),
-                batch_size=done.batch_size,
-                colormap=s.heatmap_colormap_default if colormap is None else colormap,
-                png=imaging.heatmap_png,
-            )
-        )
+        out = await _report_out(request, state, engine, imaging, done, img, decode_s, colormap)
     out.timings_ms["total"] = round((time.perf_counter() - t0) * 1000.0, 2)  # incl. PNGs
+    return await _negotiated(out, request, sr_study)
+
+
+async def _report_out(
+    request: Request,
+    state: AppState,
+    engine: Engine,
+    imaging: Imaging,
+    done: Generated,
+    img: DecodedImage,
+    decode_s: float,
+    colormap: bool | None,
+) -> ReportResponse:
+    """Count one finished report and build its JSON response (PNGs in a worker thread)."""
+    s = state.settings
+    rep = report_in_original(done.report, img)  # boxes: working -> original pixels
+    request.state.batch_size = done.batch_size
+    request.state.queue_ms = round(done.queue_s * 1000.0, 2)
+    timings = {"decode": decode_s, "queue": done.queue_s, **rep.timings}
+    _observe(state, "report", timings)
+    state.metrics.tokens.inc(rep.num_tokens)
+    state.metrics.reports.inc()
+    out = await run_in_threadpool(
+        partial(
+            responses.report_response,
+            rep,
+            img,
+            request_id=request_id_of(request.scope),
+            model=responses.model_ref(engine.model_facts),
+            timings_ms=responses.ms(timings),
+            batch_size=done.batch_size,
+            colormap=s.heatmap_colormap_default if colormap is None else colormap,
+            png=imaging.heatmap_png,
+        )
+    )
+    return out
+
+
+async def _negotiated(
+    out: ReportResponse, request: Request, sr_study: DicomStudyRef | None
+) -> ReportResponse | Response:
+    """The response in the format the request's Accept chose: DICOM SR, FHIR or JSON."""
     if sr_study is not None:  # DICOM SR (TID 1500) in the source's study
         sr = await run_in_threadpool(report_sr, out, sr_study)
         return Response(sr, media_type=SR_MEDIA_TYPE, headers=VARY)
@@ -187,24 +211,17 @@ async def ground(
     phrases = collect_phrases(phrase or [], upload, s)
     async with admitted(state):  # after the body: a slow upload never holds engine capacity
         img, decode_s = await _decode(imaging, state, upload)
+        heat_hw = heatmap_shape(img.height, img.width, heatmap_cap(heatmap_size, s))
         (groundings, ground_s), queue_s = await batcher.call(
-            partial(
-                _timed_ground,
-                engine,
-                img.pixels,
-                phrases,
-                heatmap_shape(img.height, img.width, heatmap_cap(heatmap_size, s)),
-            ),
-            s.request_timeout_s,
+            partial(_timed_ground, engine, img.pixels, phrases, heat_hw), s.request_timeout_s
         )
-        groundings = groundings_in_original(groundings, img)  # boxes in original pixels
         request.state.queue_ms = round(queue_s * 1000.0, 2)
         timings = {"decode": decode_s, "queue": queue_s, "ground": ground_s}
         _observe(state, "ground", timings)
         res = await run_in_threadpool(
             partial(
                 responses.ground_response,
-                groundings,
+                groundings_in_original(groundings, img),  # boxes in original pixels
                 img,
                 request_id=request_id_of(request.scope),
                 model=responses.model_ref(engine.model_facts),
