@@ -25,7 +25,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path[:1]:
     sys.path.insert(0, str(REPO))
 
-import service.inference.engine as E  # noqa: E402
+import service.inference.engine as engine_module  # noqa: E402
+import service.inference.ort_decoder as E  # noqa: E402
 from service.inference import search as new  # noqa: E402
 from service.inference.types import GenerateOptions  # noqa: E402
 
@@ -61,7 +62,7 @@ def main() -> None:
     from model_export.data.phantom import generate_phantom
 
     old = old_module(args.old_commit)
-    eng = E.OrtEngine.from_weights(args.weights)
+    eng = engine_module.OrtEngine.from_weights(args.weights)
     img = generate_phantom(3, 512).image.astype(np.float32)
     enc = eng.encode(eng.preprocess([img]))
     found = [eng.entities(p) for p in enc.entity_probs]

@@ -1,17 +1,11 @@
 """The ONNX Runtime engine: verified weights -> reports with grounded sentences (no torch).
 
-Pipeline of :meth:`OrtEngine.generate` for a batch: preprocess (squash to the model size,
-normalise) -> ``encoder.onnx`` -> entity probabilities (sigmoid, manifest threshold) ->
-anatomy candidates -> decoder prefix key mask and the entity prompt -> greedy or beam search
-with the KV cache in numpy (``decoder_prefill.onnx`` once, ``decoder_step.onnx`` per token) ->
-text, sentences, and per sentence its anatomy node(s), confidence, heatmap and box
-(:mod:`service.inference.grounding` documents each choice).
-
-Timings (seconds) per report: ``preprocess``, ``encoder`` and ``decoding`` are those of the
-whole batch call the report was part of; ``heatmaps`` is the report's own sentence grounding
-(sentence split, labels, anatomy, boxes, and the heatmaps when requested).
-``GenerateOptions.max_new_tokens`` is capped at the model's ``report_max_len`` (manifest).
-The engine holds no per-call state: concurrent calls from several threads are safe.
+:meth:`OrtEngine.generate` runs the stages in order for a batch: preprocess
+(``imaging.preprocess``) -> ``encoder.onnx`` -> calibrated entity probabilities and the entity
+prompt -> the decoder search (``ort_decoder``) -> text -> sentence grounding
+(``grounding``) -> coherence. Timings (seconds): ``preprocess``, ``encoder`` and ``decoding``
+are the whole batch call's; ``heatmaps`` is the report's own grounding. The engine holds no
+per-call state: concurrent calls from several threads are safe.
 """
 
 from __future__ import annotations
@@ -20,26 +14,19 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from model_export.ssacl import anatomy
 from model_export.ssacl import entities as ent
 from service.imaging.preprocess import batch_inputs, to_model_input
 from service.inference.coherence import coherent_sentences, kept_text
 from service.inference.grounding import phrase_grounding, sentence_groundings, split_sections
 from service.inference.heatmaps import MapRules
 from service.inference.manifest import Manifest, WeightsError, graph_files, load_manifest
-from service.inference.search import (
-    Decoded,
-    SearchParams,
-    beam_search,
-    build_prefill,
-    greedy_search,
-)
+from service.inference.ort_decoder import OrtDecoder
+from service.inference.search import Decoded
 from service.inference.session import (
     choose_providers,
     create_session,
@@ -50,7 +37,6 @@ from service.inference.session import (
 from service.inference.types import GenerateOptions, Grounding, Report
 
 __all__ = ["EncoderOutput", "OrtEngine", "WeightsError"]
-_T = TypeVar("_T", int, float)
 log = logging.getLogger(__name__)
 GRAPHS = ("encoder", "decoder_prefill", "decoder_step", "text_encoder")
 
@@ -65,36 +51,6 @@ class EncoderOutput:
     patch_emb: np.ndarray  # (B, N, E) L2-normalised patch embeddings
     evidence: np.ndarray | None = None  # (B, 14, g, g) patch finding probabilities
     logits: np.ndarray | None = None  # (B, 14) raw pathology logits
-
-
-@dataclass(frozen=True)
-class _Cache:
-    """Decoder state of the live rows: KV cache, key mask and next position."""
-
-    kv: np.ndarray  # (2 * depth, N, heads, T, head_dim) float32
-    mask: np.ndarray  # (N, T) int64
-    next_pos: np.ndarray  # (N,) int64
-
-
-def _reorder(c: _Cache, rows: np.ndarray) -> _Cache:
-    """Keep / duplicate cache rows; no copy when ``rows`` is the identity (a beam step whose
-    parents are the beams in order, a greedy step where no row finished)."""
-    if len(rows) == c.kv.shape[1] and np.array_equal(rows, np.arange(len(rows))):
-        return c
-    return _Cache(np.take(c.kv, rows, axis=1), c.mask[rows], c.next_pos[rows])
-
-
-def _drop(s: Decoded, pad_id: int) -> Decoded:
-    """Remove [PAD] tokens a (badly trained) model may emit, as the reference does."""
-    if pad_id not in s.tokens:
-        return s
-    keep = [i for i, t in enumerate(s.tokens) if t != pad_id]
-    toks, probs = [s.tokens[i] for i in keep], [s.token_probs[i] for i in keep]
-    return Decoded(toks, probs, s.score, s.finished)
-
-
-def _pick(value: _T | None, default: _T) -> _T:
-    return default if value is None else value
 
 
 def _graph_threads(graph: str, threads: int | None) -> int | None:
@@ -124,6 +80,7 @@ class OrtEngine:
         self.text_tokenizer.no_truncation()
         self.node_text_emb = np.load(manifest.path(manifest.raw["constants"]["node_text_emb"]))
         self._dec = manifest.decoder
+        self.decoder = OrtDecoder(sessions, manifest.decoder, self.decoder_tokenizer)
         self._graph_outputs = {k: g.outputs for k, g in manifest.graphs.items()}
         self.map_rules = MapRules.from_manifest(manifest.raw)
         n, cal = len(manifest.labels), manifest.raw.get("calibration") or {}
@@ -230,22 +187,8 @@ class OrtEngine:
     def prefill(
         self, prefix: np.ndarray, input_ids: np.ndarray, mask: np.ndarray, pos: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
-        """``decoder_prefill.onnx``: last logits (B, V) and the cache."""
-        feeds = {"prefix": prefix, "input_ids": input_ids, "attention_mask": mask}
-        feeds["position_ids"] = pos
-        logits, kv = run(self.sessions["decoder_prefill"], ("logits", "present"), feeds)
-        return logits, kv
-
-    def _step(self, tokens: np.ndarray, c: _Cache) -> tuple[np.ndarray, _Cache]:
-        mask = np.concatenate([c.mask, np.ones((len(tokens), 1), np.int64)], axis=1)
-        feeds = {
-            "input_ids": tokens[:, None],
-            "attention_mask": mask,
-            "position_ids": c.next_pos[:, None],
-            "past": c.kv,
-        }
-        logits, kv = run(self.sessions["decoder_step"], ("logits", "present"), feeds)
-        return logits, _Cache(kv, mask, c.next_pos + 1)
+        """``decoder_prefill.onnx``: last logits (B, V) and the cache (see ``OrtDecoder``)."""
+        return self.decoder.prefill(prefix, input_ids, mask, pos)
 
     def search(
         self,
@@ -255,35 +198,12 @@ class OrtEngine:
         max_new: int,
         options: GenerateOptions | None = None,
     ) -> list[Decoded]:
-        """Greedy (``beam_size`` 1) or beam search for each row's entities; penalties and the
-        minimum length from ``options`` where given, else from the manifest."""
-        o = options or GenerateOptions()
-        d = self._dec
-        prompts = [self.prompt_ids(e) for e in found]
-        pmask = np.zeros(prefix.shape[:2], np.int64)
-        pmask[:, : anatomy.NUM_LEAVES] = np.asarray([ent.leaf_mask(e) for e in found])
-        pmask[:, anatomy.NUM_LEAVES + 1 :] = 1  # CLS hidden, patches visible
-        pf = build_prefill(pmask, prompts, int(d["pad_id"]))
-        logits, kv = self.prefill(prefix, pf.input_ids, pf.attention_mask, pf.position_ids)
-        room = int(d["max_len"]) - int(pf.next_pos.max())
-        params = SearchParams(
-            eos_id=int(d["eos_id"]),
-            max_new_tokens=max(1, min(max_new, int(d["report_max_len"]), room)),
-            min_new_tokens=_pick(o.min_new_tokens, int(d.get("min_new_tokens", 0))),
-            beam_size=beam_size,
-            repetition_penalty=_pick(o.repetition_penalty, float(d["repetition_penalty"])),
-            length_penalty=_pick(o.length_penalty, float(d["length_penalty"])),
-        )
-        cache = _Cache(kv, pf.attention_mask, pf.next_pos)
-        search = greedy_search if beam_size == 1 else beam_search
-        seqs = search(logits, cache, self._step, _reorder, params)
-        return [_drop(s, int(d["pad_id"])) for s in seqs]
+        """Greedy (``beam_size`` 1) or beam search per row (see ``OrtDecoder.search``)."""
+        return self.decoder.search(prefix, found, beam_size, max_new, options)
 
     def prompt_ids(self, found: tuple[str, ...]) -> list[int]:
         """``[BOS] entity prompt [SEP]`` (``model_export.ssacl.batch.prompt_ids``)."""
-        d = self._dec
-        body = self.decoder_tokenizer.encode(ent.entity_prompt(found), add_special_tokens=False)
-        return [int(d["bos_id"]), *body.ids[: int(d["prompt_max_len"])], int(d["sep_id"])]
+        return self.decoder.prompt_ids(found)
 
     def embed_text(self, phrases: list[str]) -> np.ndarray:
         """Phrases -> (P, E) L2-normalised embeddings (``text_encoder.onnx``)."""
