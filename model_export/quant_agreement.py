@@ -1,0 +1,168 @@
+"""Quantised variants that keep the report: quantise exported graphs, measure, ship only at the bar.
+
+``python -m model_export.quant_agreement --weights weights --graphs encoder,decoder --images 24``
+
+Dynamic int8 (ONNX Runtime ``quantize_dynamic``, weights int8, activations quantised at run
+time; CPU) of the chosen graphs of an exported folder. Both engines (fp32 and the variant)
+generate reports for a fixed image set (test phantoms, seeds 10000+, never trained on; plus
+``--real`` files), greedy and beam 3, 100 new tokens at most. Measured per search:
+
+* **token agreement**: matching token ids position by position over the longer sequence,
+  averaged over the images;
+* **identical reports**: share of images whose token sequences are equal;
+* **same entities**: share of images with the same predicted findings.
+
+The variant is written into the manifest (``variants.<name>``, files hashed, the measurement
+under ``agreement``) only when token agreement >= ``--bar`` (default 0.98) in both searches
+and the entities are equal on every image; otherwise the folder is left as it was and the
+figures are printed (and written to ``--out``). ``default_variant`` is never changed here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from service.inference.engine import OrtEngine
+
+GRAPH_FILES = {
+    "encoder": ("encoder.onnx",),
+    "decoder": ("decoder_prefill.onnx", "decoder_step.onnx"),
+    "text_encoder": ("text_encoder.onnx",),
+}
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m model_export.quant_agreement", description=__doc__)
+    p.add_argument("--weights", type=Path, default=Path("weights"))
+    p.add_argument("--name", default="int8", help="variant name in the manifest")
+    p.add_argument("--graphs", default="encoder,decoder", help=f"of {sorted(GRAPH_FILES)}")
+    p.add_argument("--images", type=int, default=24, help="test phantoms in the fixed set")
+    p.add_argument("--real", nargs="*", default=[], help="real images added to the set")
+    p.add_argument("--bar", type=float, default=0.98, help="token agreement to ship")
+    p.add_argument("--max-new-tokens", type=int, default=100)
+    p.add_argument("--out", type=Path, default=None, help="JSON with the measurement")
+    return p.parse_args(argv)
+
+
+def quantise(src: Path, dst: Path, files: Sequence[str]) -> None:
+    """Dynamic int8 copies of ``files`` (graph file names) from ``src`` into ``dst``."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    dst.mkdir(parents=True, exist_ok=True)
+    for f in files:
+        quantize_dynamic(str(src / f), str(dst / f), weight_type=QuantType.QInt8)
+
+
+def image_set(n: int, size: int, real: Sequence[str]) -> list[np.ndarray]:
+    """The fixed set: ``n`` test phantoms, then the real files decoded as the service does."""
+    from model_export.data.phantom import generate_phantom
+    from service.imaging.decode import decode_image
+    from service.imaging.types import DecodeLimits
+
+    images = [generate_phantom(10_000 + s, size).image.astype(np.float32) for s in range(n)]
+    limits = DecodeLimits(max_bytes=64 << 20, max_side=1024)
+    return images + [decode_image(Path(p).read_bytes(), None, limits).pixels for p in real]
+
+
+Row = tuple[list[int], tuple[str, ...]]
+
+
+def reports(engine: OrtEngine, images: Sequence[np.ndarray], beam: int, max_new: int) -> list[Row]:
+    """(tokens, entities) per image, one image at a time."""
+    out: list[Row] = []
+    for im in images:
+        enc = engine.encode(engine.preprocess([im]))
+        found = [engine.entities(p) for p in enc.entity_probs]
+        seq = engine.search(enc.prefix, found, beam, max_new)[0]
+        out.append((seq.tokens, found[0]))
+    return out
+
+
+def token_agreement(a: Sequence[int], b: Sequence[int]) -> float:
+    """Share of positions (over the longer sequence) where the two token ids are equal."""
+    n = max(len(a), len(b))
+    return 1.0 if n == 0 else sum(x == y for x, y in zip(a, b, strict=False)) / n
+
+
+def compare(ref: list[Row], var: list[Row]) -> dict[str, float]:
+    """Agreement figures of one search over the image set."""
+    pairs = list(zip(ref, var, strict=True))
+    return {
+        "token_agreement": float(np.mean([token_agreement(r[0], v[0]) for r, v in pairs])),
+        "identical": float(np.mean([r[0] == v[0] for r, v in pairs])),
+        "same_entities": float(np.mean([r[1] == v[1] for r, v in pairs])),
+    }
+
+
+def measure(
+    ref: OrtEngine, var: OrtEngine, images: Sequence[np.ndarray], max_new: int
+) -> dict[str, dict[str, float]]:
+    """``{"greedy": {...}, "beam3": {...}}`` agreement of ``var`` with ``ref``."""
+    return {
+        name: compare(reports(ref, images, beam, max_new), reports(var, images, beam, max_new))
+        for name, beam in (("greedy", 1), ("beam3", 3))
+    }
+
+
+def meets(result: dict[str, dict[str, float]], bar: float) -> bool:
+    """Token agreement >= bar in every search and equal entities on every image."""
+    return all(r["token_agreement"] >= bar and r["same_entities"] == 1.0 for r in result.values())
+
+
+def add_variant(weights: Path, name: str, graphs: dict[str, str], record: dict[str, Any]) -> None:
+    """Register ``graphs`` (graph key -> file already in ``weights``) as variant ``name``."""
+    path = weights / "manifest.json"
+    m = json.loads(path.read_text(encoding="utf-8"))
+    for f in graphs.values():
+        m["files"][f] = hashlib.sha256((weights / f).read_bytes()).hexdigest()
+    m.setdefault("variants", {})[name] = {"graphs": graphs, "agreement": record}
+    path.write_text(json.dumps(m, indent=1) + "\n", encoding="utf-8")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    o = parse_args(argv)
+    names = [g.strip() for g in o.graphs.split(",") if g.strip()]
+    src_files = [f for g in names for f in GRAPH_FILES[g]]
+    out_files = [f.replace(".onnx", f".{o.name}.onnx") for f in src_files]
+    work = o.weights.parent / f".{o.weights.name}.{o.name}.tmp"
+    shutil.rmtree(work, ignore_errors=True)
+    shutil.copytree(o.weights, work)
+    quantise(o.weights, work, src_files)  # same names inside the copy: fp32 replaced there
+    _rehash(work, src_files)
+    ref, var = OrtEngine.from_weights(o.weights), OrtEngine.from_weights(work)
+    images = image_set(o.images, ref.manifest.image_size * 2, o.real)
+    result = measure(ref, var, images, o.max_new_tokens)
+    record = {"graphs": names, "images": len(images), "bar": o.bar, **result}
+    ok = meets(result, o.bar)
+    print(json.dumps(record, indent=1), "\nshipped" if ok else "\nnot shipped: below the bar")
+    if ok:
+        for f, g in zip(src_files, out_files, strict=True):
+            shutil.copyfile(work / f, o.weights / g)
+        graphs = {Path(f).stem: g for f, g in zip(src_files, out_files, strict=True)}
+        add_variant(o.weights, o.name, graphs, record)
+    shutil.rmtree(work, ignore_errors=True)
+    if o.out:
+        o.out.write_text(json.dumps(record | {"shipped": ok}, indent=1) + "\n", encoding="utf-8")
+    return 0
+
+
+def _rehash(folder: Path, files: Sequence[str]) -> None:
+    """Update the hashes of ``files`` in ``folder``'s manifest (a scratch copy)."""
+    path = folder / "manifest.json"
+    m = json.loads(path.read_text(encoding="utf-8"))
+    for f in files:
+        m["files"][f] = hashlib.sha256((folder / f).read_bytes()).hexdigest()
+    path.write_text(json.dumps(m, indent=1) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
