@@ -102,6 +102,9 @@ def test_every_readme_curl_runs_as_written(base_url: str, tmp_path: Path) -> Non
                 assert body["provider"] in ("CPUExecutionProvider", "CUDAExecutionProvider")
             if "/v1/report" in cmd:
                 assert body["sentences"] and body["disclaimer"]
+        if expected_type(cmd) == "application/fhir+json":
+            bundle = json.loads(r.stdout)
+            assert bundle["resourceType"] == "Bundle" and bundle["type"] == "collection"
 
 
 def test_save_overlay_example(base_url: str, tmp_path: Path) -> None:
