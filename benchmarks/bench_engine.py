@@ -32,7 +32,7 @@ if str(REPO) not in sys.path[:1]:
 import onnxruntime as ort  # noqa: E402
 import torch  # noqa: E402
 
-from model_export.export_onnx import load_checkpoint  # noqa: E402
+from model_export.checkpoint import load_model  # noqa: E402
 from model_export.ssacl import entities as ent  # noqa: E402
 from model_export.ssacl.generation import GenerationConfig, generate_ids  # noqa: E402
 from model_export.ssacl.model import SSACLModel  # noqa: E402
@@ -150,7 +150,7 @@ def machine() -> dict[str, Any]:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     threads = args.threads or physical_cores()
     torch.set_num_threads(threads)
-    model, tok, _ = load_checkpoint(args.checkpoint)
+    model, tok, _ = load_model(args.checkpoint)
     engine = OrtEngine.from_weights(
         args.weights, provider="cpu", threads=threads, variant=args.variant
     )

@@ -26,24 +26,22 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer
 
-from model_export.data.pipeline import FolderSource, PhantomSource, phantom_seeds
+from model_export.checkpoint import load_model, pick_device
+from model_export.data.pipeline import PhantomSource, phantom_seeds
+from model_export.evaluation.folder import evaluate_folder, model_images
+from model_export.evaluation.summary import clean_json, format_table
 from model_export.metrics.classification import auroc_per_label
 from model_export.metrics.clinical import ce_scores
 from model_export.metrics.grounding import GroundingScores, aggregate, score_map
 from model_export.metrics.nlg import MeteorUnavailableError, nlg_scores
 from model_export.ssacl import anatomy
-from model_export.ssacl.batch import normalize_image
-from model_export.ssacl.config import SSACLConfig
 from model_export.ssacl.generation import GenerationConfig
 from model_export.ssacl.grounding import phrase_heatmap
-from model_export.ssacl.model import ImageEncoding, SSACLModel, build_model
+from model_export.ssacl.model import ImageEncoding, SSACLModel
 from model_export.ssacl.text.anatomy_parser import sentence_anatomy
 from model_export.ssacl.text.labeler import positive_vector
 from model_export.ssacl.text.sentences import split_sentences
 from model_export.ssacl.text_encoder import tokenize
-from model_export.train import load_checkpoint, pick_device
-
-FOLDER_LABELS: tuple[str, ...] = ("Pneumonia", "Lung Opacity", "No Finding")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -62,22 +60,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-meteor", action="store_true", help="skip METEOR (needs Java)")
     p.add_argument("--device", default="auto")
     return p.parse_args(argv)
-
-
-def load_model(
-    path: str | Path, device: torch.device
-) -> tuple[SSACLModel, Tokenizer, dict[str, Any]]:
-    """Model (eval mode, on ``device``), decoder tokenizer and the raw checkpoint."""
-    ckpt = load_checkpoint(path)
-    cfg = SSACLConfig.from_dict(ckpt["config"])
-    model = build_model(cfg, pretrained_text=False)
-    model.load_state_dict(ckpt["model"])
-    return model.to(device).eval(), Tokenizer.from_str(ckpt["tokenizer"]), ckpt
-
-
-def _images(model: SSACLModel, arrays: Sequence[np.ndarray], device: torch.device) -> torch.Tensor:
-    cfg = model.cfg
-    return normalize_image(np.stack(arrays)[:, None], cfg.image_mean, cfg.image_std).to(device)
 
 
 def _maps(t: torch.Tensor) -> np.ndarray:
@@ -201,7 +183,7 @@ def evaluate_phantoms(
     texts, refs, truth, probs = [], [], [], []
     grounding = _Grounding(opts.sigma, model.cfg.vision.grid)
     for phantoms in _batches(src, opts.batch_size):
-        images = _images(model, [ph.image for ph in phantoms], device)
+        images = model_images(model, [ph.image for ph in phantoms], device)
         with torch.no_grad():
             reports = model.generate(images, tokenizer, gen)
             enc = model.encode_image(images, return_attn=True)
@@ -248,74 +230,15 @@ def _mean_over_nodes(nodes: dict[str, dict[str, float]]) -> dict[str, float]:
     }
 
 
-def evaluate_folder(
-    model: SSACLModel, folder: Path, limit: int, batch_size: int, device: torch.device
-) -> dict[str, Any]:
-    """Entity-head AUROC on the folder's held-out part for the labels the folder implies."""
-    from model_export.data import readers
-
-    studies = readers.held_out_split(readers.read_image_folder(folder), "test")
-    if 0 < limit < len(studies):  # a seeded subset spanning every label folder
-        keep = np.random.default_rng(0).choice(len(studies), size=limit, replace=False)
-        studies = [studies[i] for i in sorted(keep)]
-    src = FolderSource(studies, model.cfg.vision.image_size)
-    probs, labels, masks = [], [], []
-    for k in range(0, len(src), batch_size):
-        samples = [src[i] for i in range(k, min(k + batch_size, len(src)))]
-        images = _images(model, [np.asarray(s.image) for s in samples], device)
-        with torch.no_grad():
-            enc = model.encode_image(images, return_attn=False)
-        probs.append(torch.sigmoid(enc.pathology_logits).float().cpu().numpy())
-        labels += [s.labels for s in samples]
-        masks += [s.label_mask for s in samples]
-    cols = [anatomy.CHEXPERT_LABELS.index(n) for n in FOLDER_LABELS]
-    p, t, m = np.concatenate(probs)[:, cols], np.array(labels)[:, cols], np.array(masks)[:, cols]
-    return {"n": len(src), "auroc": auroc_per_label(p, t.astype(int), FOLDER_LABELS, m)}
-
-
-def _clean(x: Any) -> Any:
-    """NaN / inf -> None so the JSON is strict."""
-    if isinstance(x, dict):
-        return {k: _clean(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_clean(v) for v in x]
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return x
-
-
-def format_table(res: dict[str, Any]) -> str:
-    """A short human-readable summary of the headline numbers."""
-    ph, rows = res["phantom"], [f"held-out phantoms: {res['phantom']['n']}"]
-    rows += [f"{k:<40}{v:8.4f}" for k, v in ph["nlg"].items()]
-    for k in ("CE-14_F1_MICRO", "CE-14_F1_MACRO", "CE-5_F1_MICRO"):
-        rows.append(f"{k:<40}{ph['clinical'][k]:8.4f}")
-    rows.append(f"{'grounding (n)':<40}{'pointing':>8} {'mIoU':>8} {'CNR':>8}")
-    g = ph["grounding"]
-    named = [(k, g[k]) for k in ("generated_sentences", "reference_sentences", "phrase")]
-    named += [("anatomy_mean", g["anatomy_mean"])]
-    named += [(f"oracle {k}", v) for k, v in g["oracle"].items()]
-    for name, agg in named:
-        n = f" ({int(agg['n'])})" if "n" in agg else ""
-        rows.append(
-            f"{name + n:<40}" + " ".join(f"{agg[k]:8.4f}" for k in ("pointing", "mIoU", "CNR"))
-        )
-    for k, v in ph.get("entity_auroc", {}).items():
-        rows.append(f"{'phantom entity AUROC ' + k:<40}{v:8.4f}")
-    for k, v in res.get("folder", {}).get("auroc", {}).items():
-        rows.append(f"{'folder AUROC ' + k:<40}{v:8.4f}")
-    return "\n".join(rows)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     opts = parse_args(argv)
     device = pick_device(opts.device)
     model, tokenizer, ckpt = load_model(opts.checkpoint, device)
     res: dict[str, Any] = {
         "checkpoint": str(opts.checkpoint),
-        "step": ckpt["state"].get("step"),
-        "config": ckpt["config"]["name"],
-        "git_revision": ckpt.get("git_revision"),
+        "step": ckpt.state.step,
+        "config": ckpt.config.name,
+        "git_revision": ckpt.git_revision,
         "decoding": {
             "beams": opts.beams,
             "max_new_tokens": opts.max_new_tokens,
@@ -331,7 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(format_table(res))
     out = Path(opts.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(_clean(res), indent=2) + "\n", encoding="utf-8")
+    out.write_text(json.dumps(clean_json(res), indent=2) + "\n", encoding="utf-8")
     return 0
 
 

@@ -30,12 +30,12 @@ import onnxruntime as ort
 import torch
 from tokenizers import Tokenizer
 
+from model_export.checkpoint import Checkpoint, load_model
 from model_export.export import graphs as G
 from model_export.export import parity as P
 from model_export.ssacl import anatomy
-from model_export.ssacl.config import SSACLConfig
 from model_export.ssacl.generation import GenerationConfig
-from model_export.ssacl.model import SSACLModel, build_model
+from model_export.ssacl.model import SSACLModel
 from model_export.ssacl.text_encoder import minilm_path
 from service.inference.engine import OrtEngine
 from service.inference.manifest import write_manifest
@@ -72,21 +72,13 @@ class ExportMeta:
     training: dict[str, Any] = field(default_factory=dict)  # data, steps... from the checkpoint
 
 
-def load_checkpoint(path: Path) -> tuple[SSACLModel, Tokenizer, ExportMeta]:
-    """Model (eval mode), decoder tokenizer and provenance from a ``train.py`` checkpoint."""
-    ck = torch.load(path, map_location="cpu", weights_only=True)
-    for key in ("model", "config", "tokenizer"):
-        if key not in ck:
-            raise ValueError(f"{path}: not a training checkpoint (no {key!r})")
-    cfg = SSACLConfig.from_dict(ck["config"])
-    model = build_model(cfg, pretrained_text=False)
-    model.load_state_dict(ck["model"])
-    training = {k: ck[k] for k in ("options", "state") if k in ck}
+def export_meta(ckpt: Checkpoint, path: Path) -> ExportMeta:
+    """Provenance of a checkpoint (``model_export.checkpoint.load_model``) for the manifest."""
+    training: dict[str, Any] = {"options": ckpt.options} if ckpt.options else {}
+    training["state"] = asdict(ckpt.state)
     training["checkpoint"] = path.name
-    step = ck.get("state", {}).get("step")
-    version = f"0.1.0+step{step}" if step is not None else "0.1.0"
-    meta = ExportMeta(f"ssacl-{cfg.name}", version, ck.get("git_revision"), training)
-    return model.eval(), Tokenizer.from_str(ck["tokenizer"]), meta
+    step = ckpt.state.step
+    return ExportMeta(f"ssacl-{ckpt.config.name}", f"0.1.0+step{step}", ckpt.git_revision, training)
 
 
 #: Grounding post-processing the service applies (it reads them from the manifest).
@@ -252,7 +244,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--name", help="model name (default ssacl-<config>)")
     p.add_argument("--version", help="model version (default 0.1.0+step<N>)")
     a = p.parse_args(argv)
-    model, tokenizer, meta = load_checkpoint(a.checkpoint)
+    model, tokenizer, ckpt = load_model(a.checkpoint)
+    meta = export_meta(ckpt, a.checkpoint)
     meta = ExportMeta(
         a.name or meta.name, a.version or meta.version, meta.git_revision, meta.training
     )

@@ -11,8 +11,9 @@ import onnx
 import pytest
 import torch
 
+from model_export.checkpoint import load_model
 from model_export.export import parity as P
-from model_export.export_onnx import ExportOptions, check_parity, load_checkpoint
+from model_export.export_onnx import ExportOptions, check_parity
 from service.inference.engine import OrtEngine
 from service.inference.manifest import WeightsError, load_manifest, sha256_file
 from service.inference.search import build_prefill
@@ -56,7 +57,7 @@ def test_manifest_content(tiny_weights_dir: Path) -> None:
 
 
 def test_encoder_and_greedy_tokens_match_pytorch(tiny_weights_dir: Path, engine: OrtEngine) -> None:
-    model, tok, _ = load_checkpoint(tiny_weights_dir.parent / "tiny.pt")
+    model, tok, _ = load_model(tiny_weights_dir.parent / "tiny.pt")
     images = P.parity_images(5, 32, seed=7)
     diffs = P.encoder_diffs(model, engine, engine.preprocess(images))  # raises past 1e-3/1e-4
     assert set(diffs) == {
@@ -75,7 +76,7 @@ def test_encoder_and_greedy_tokens_match_pytorch(tiny_weights_dir: Path, engine:
 
 
 def test_drift_is_detected(tiny_weights_dir: Path, engine: OrtEngine) -> None:
-    model, tok, _ = load_checkpoint(tiny_weights_dir.parent / "tiny.pt")
+    model, tok, _ = load_model(tiny_weights_dir.parent / "tiny.pt")
     with torch.no_grad():
         model.opt_proj.weight.mul_(1.01)  # the exported graphs no longer match this model
     opts = ExportOptions(parity_images=2, max_new_tokens=8, beam_size=1, time_variants=False)
@@ -154,7 +155,7 @@ def test_int8_variant_is_measured_and_loadable(tiny_weights_dir: Path, tmp_path:
 
     copy = tmp_path / "w"
     shutil.copytree(tiny_weights_dir, copy)
-    model, tok, _ = load_checkpoint(tiny_weights_dir.parent / "tiny.pt")
+    model, tok, _ = load_model(tiny_weights_dir.parent / "tiny.pt")
     body = json.loads((copy / "manifest.json").read_text())
     m = load_manifest(copy)
     graphs = {k: G.GraphIO(g.file, g.inputs, g.outputs) for k, g in m.graphs.items()}

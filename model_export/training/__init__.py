@@ -1,0 +1,1 @@
+"""Training of SS-ACL (entry point: ``python -m model_export.train``)."""
