@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from model_export.ssacl import anatomy
+from model_export.ssacl import gather as G
 
 #: (M, L, D) token sequences and an optional (M, L) bool key mask -> (M, P) token-0 prediction.
 Reconstruct = Callable[[Tensor, Tensor | None], Tensor]
@@ -40,7 +41,9 @@ def contrastive_loss(img: Tensor, txt: Tensor, pos_logit: Tensor, tpar: Tensor) 
 
     Returns ¼[CE(s·L_i2t) + CE(s·L_t2i) + wCE(L_i2t) + wCE(L_t2i)], L = Tpar·cos, s =
     softplus(pos_logit) scaling row b, wCE = cross-entropy with class weights s.detach().
+    Under DDP the rows of every rank are all-gathered first (``gather.gather_columns``).
     """
+    img, txt, pos_logit = G.gather_columns(img, txt, pos_logit.reshape(-1, 1))
     if img.shape[0] == 0:
         return img.sum() * 0 + txt.sum() * 0
     logits_i2t = tpar * F.normalize(img, dim=-1) @ F.normalize(txt, dim=-1).t()  # (B, B)
@@ -98,7 +101,8 @@ def anatomical_consistency_loss(
     release's gathered copy). Target for a row b with a report: (1 - w)·I + w·s_bb', with
     s_bb' = softmax over the b' *with reports* of Tpar t_b·t_b' (detached; 0 for b' without
     a report) and w = ``soft_weight``; for a row b without a report: I (no soft term).
-    Loss = -mean_{b, b', i} Σ_j Y_bb',ij log softmax_j S_bb',ij.
+    Loss = -mean_{b, b', i} Σ_j Y_bb',ij log softmax_j S_bb',ij. Under DDP, b runs over the
+    local rows and b' over the global batch (the b' side gathered detached).
 
     Args:
         leaf: (B, K, D) leaf-query outputs of the unmasked pass.
@@ -106,13 +110,15 @@ def anatomical_consistency_loss(
         has_text: (B,) bool.
     """
     z = F.normalize(leaf, dim=-1)
-    sim = tpar * torch.einsum("bid,cjd->bcij", z, z.detach())  # (B, B, K, K)
+    has = has_text.bool()
+    z_all, txt_all, has_all = G.gather_columns(z.detach(), txt.detach(), has, scale_grad=False)
+    sim = tpar * torch.einsum("bid,cjd->bcij", z, z_all)  # (B, B', K, K)
     logp = F.log_softmax(sim, dim=-1)
     eye = torch.eye(z.shape[1], device=z.device, dtype=z.dtype)
-    has = has_text.bool()
     with torch.no_grad():
         t = F.normalize(txt.float(), dim=-1)
-        tsim = (tpar * t @ t.t()).masked_fill(~has[None, :], float("-inf"))
+        t_all = F.normalize(txt_all.float(), dim=-1)
+        tsim = (tpar * t @ t_all.t()).masked_fill(~has_all[None, :], float("-inf"))
         s = torch.where(has[:, None], tsim.softmax(dim=-1), torch.zeros_like(tsim))
         s = torch.nan_to_num(s, nan=0.0).to(z.dtype)
         w = has.to(z.dtype) * soft_weight  # (B,)
@@ -158,14 +164,17 @@ def lm_loss(logits: Tensor, labels: Tensor) -> Tensor:
     flat_labels = labels[:, 1:].reshape(-1)
     if not bool((flat_labels != -100).any()):
         return logits.sum() * 0
-    return F.cross_entropy(flat_logits, flat_labels, ignore_index=-100)
+    if G.active() is None:
+        return F.cross_entropy(flat_logits, flat_labels, ignore_index=-100)
+    total = F.cross_entropy(flat_logits, flat_labels, ignore_index=-100, reduction="sum")
+    return G.batch_mean(total, (flat_labels != -100).sum(), "lm_tokens")
 
 
 def entity_loss(logits: Tensor, labels: Tensor, mask: Tensor) -> Tensor:
     """Entity-head BCE over known labels: logits, labels (0/1), mask (1 = known), all (B, 14)."""
     per = F.binary_cross_entropy_with_logits(logits.float(), labels.float(), reduction="none")
     m = mask.float()
-    return (per * m).sum() / m.sum().clamp_min(1.0)
+    return G.batch_mean((per * m).sum(), m.sum(), "known_labels")
 
 
 def map_supervision_loss(maps: Tensor, cover: Tensor, has_mask: Tensor) -> Tensor:
@@ -185,7 +194,9 @@ def map_supervision_loss(maps: Tensor, cover: Tensor, has_mask: Tensor) -> Tenso
         return maps.sum() * 0
     t = cover / total.clamp_min(1e-12)[..., None]
     kl = (t * (t.clamp_min(1e-12).log() - maps.clamp_min(1e-12).log())).sum(dim=-1)  # (B, K)
-    return kl[valid].mean()
+    if G.active() is None:
+        return kl[valid].mean()
+    return G.batch_mean(kl[valid].sum(), valid.sum(), "map_nodes")
 
 
 def flip_consistency_loss(maps: Tensor, maps_flipped: Tensor, grid: int) -> Tensor:
