@@ -46,7 +46,10 @@ def default_engine_factory(settings: Settings) -> Engine:
 
     signed = signed_manifest_sha256(settings.weights_dir, settings.manifest_public_key)
     engine = OrtEngine.from_weights(
-        settings.weights_dir, provider=settings.provider, threads=settings.intra_op_threads
+        settings.weights_dir,
+        provider=settings.provider,
+        threads=settings.intra_op_threads,
+        decoder_threads=settings.decoder_threads,
     )
     if signed is not None and engine.manifest.sha256 != signed:  # replaced while loading
         raise WeightsError("manifest.json changed after its signature was checked; restart")

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -53,12 +55,21 @@ class EncoderOutput:
     logits: np.ndarray | None = None  # (B, 14) raw pathology logits
 
 
-def _graph_threads(graph: str, threads: int | None) -> int | None:
-    """Intra-op threads of one graph. The decoder graphs run one token per call: their ops
-    are too small to repay thread synchronisation (small model, 2 cores: 0.93 ms per step
-    single-threaded vs 1.28 ms with 2 threads), so they get one thread; the encoder and text
-    encoder get ``threads`` (None = ORT's default, the physical cores)."""
-    return 1 if graph.startswith("decoder") else threads
+#: decoders up to this width x depth run single-threaded (a token step's matrices are too small
+#: to repay thread synchronisation); measured in docs/PERFORMANCE.md ("Decoder threads")
+SINGLE_THREAD_DECODER_WORK = 2048
+
+
+def decoder_thread_count(
+    decoder: Mapping[str, Any], threads: int | None, setting: int | None
+) -> int | None:
+    """Intra-op threads of the decoder graphs: ``setting`` when given, else 1 for a decoder of
+    width x depth <= ``SINGLE_THREAD_DECODER_WORK`` (small: 256 x 3; 0.93 vs 1.28 ms per step
+    on 2 cores), else ``threads`` (the paper size gained 1.7-1.9x from 2 threads)."""
+    if setting is not None:
+        return setting
+    work = int(decoder.get("dim", 0)) * int(decoder.get("depth", 0))
+    return 1 if 0 < work <= SINGLE_THREAD_DECODER_WORK else threads
 
 
 class OrtEngine:
@@ -96,9 +107,11 @@ class OrtEngine:
         provider: str = "auto",
         threads: int | None = None,
         variant: str | None = None,
+        decoder_threads: int | None = None,
     ) -> OrtEngine:
         """Verify ``weights_dir`` (SHA-256 of every file), open the sessions once, warm up.
 
+        ``decoder_threads``: threads of the decoder graphs (None: :func:`decoder_thread_count`).
         ``variant``: a quantised variant named in the manifest (e.g. "int8"); None uses the
         manifest's ``default_variant`` (the fp32 graphs unless the exporter chose otherwise).
         Raises :class:`WeightsError` on missing, tampered or unloadable files.
@@ -106,8 +119,11 @@ class OrtEngine:
         m = load_manifest(Path(weights_dir))
         name, files = graph_files(m, variant, GRAPHS)
         providers = choose_providers(provider)
+        dec = decoder_thread_count(m.raw["config"]["decoder"], threads, decoder_threads)
         sessions = {
-            k: create_session(m.path(files[k]), providers, _graph_threads(k, threads))
+            k: create_session(
+                m.path(files[k]), providers, dec if k.startswith("decoder") else threads
+            )
             for k in GRAPHS
         }
         in_use = verify_providers(provider, sessions)  # cuda: refuses a silent CPU fallback

@@ -155,3 +155,21 @@ def test_decoding_options_override_the_manifest(engine: OrtEngine) -> None:
     assert longer.num_tokens == 30  # [EOS] forbidden before 30 tokens, at most 30
     (free,) = engine.generate([im], dataclasses.replace(base, repetition_penalty=1.0))
     assert free.text.strip()  # accepted and decoded (the default is the manifest's 2.0)
+
+
+def test_decoder_threads_follow_the_decoder_size_unless_set() -> None:
+    from service.inference.engine import decoder_thread_count
+
+    small, paper = {"dim": 256, "depth": 3}, {"dim": 768, "depth": 12}
+    assert decoder_thread_count(small, None, None) == 1
+    assert (
+        decoder_thread_count(paper, 4, None) == 4
+        and decoder_thread_count(paper, None, None) is None
+    )
+    assert decoder_thread_count(small, None, 2) == 2  # the setting wins
+
+
+def test_decoder_threads_reach_the_sessions() -> None:
+    engine = OrtEngine.from_weights(REPO / "weights", provider="cpu", decoder_threads=2)
+    opts = {k: s.get_session_options().intra_op_num_threads for k, s in engine.sessions.items()}
+    assert opts["decoder_step"] == opts["decoder_prefill"] == 2
