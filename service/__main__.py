@@ -74,6 +74,10 @@ def main(argv: list[str] | None = None) -> None:
     problem = preflight()
     if problem is not None:
         parser.exit(2, f"{parser.prog}: cannot start: {problem}\n")
+    from service.api.http_protocol import ProblemH11Protocol
+    from service.settings import get_settings
+
+    ProblemH11Protocol.header_timeout_s = get_settings().header_timeout_s  # one process
     uvicorn.run(APP, factory=True, **uvicorn_options(args.host, args.port, args.workers))
 
 

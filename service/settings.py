@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     retry_after_s: int = Field(default=2, ge=1, le=3600)  # Retry-After of 503 responses, s
     # the whole request body must arrive within this (408 after); read before admission
     body_timeout_s: float = Field(default=30.0, gt=0, le=600)
+    # a new connection must send its request line and headers within this (else 408, closed)
+    header_timeout_s: float = Field(default=10.0, gt=0, le=600)
     # memory the process may use, bytes (cxr_memory_limit_bytes, the memory alert's limit);
     # unset = the container's cgroup limit, else the host's physical memory
     memory_limit_bytes: int | None = Field(default=None, ge=1)

@@ -19,7 +19,7 @@ from service.settings import Settings
 
 from .errors import BODY_TIMEOUT, VALIDATION, ApiError
 
-RAW_TYPES = ("application/dicom", "image/png", "image/jpeg")
+RAW_TYPES = ("application/dicom", "image/png", "image/jpeg", "image/jpg")  # jpg: a misspelling
 MULTIPART = "multipart/form-data"
 _MAX_FIELD_BYTES = 16 * 1024  # any non-file multipart field (phrases are far shorter)
 
@@ -122,8 +122,9 @@ def collect_phrases(query: list[str], upload: Upload, settings: Settings) -> lis
 
 
 def heatmap_cap(requested: int | None, settings: Settings) -> int:
-    """Longest heatmap side: the request's, else the default (``CXR_HEATMAP_MAX_SIDE``)."""
-    return requested or settings.heatmap_max_side
+    """Longest heatmap side: the request's, at most ``CXR_HEATMAP_MAX_SIDE`` (its default), so
+    a request cannot ask for more heatmap memory than the operator allowed."""
+    return min(requested or settings.heatmap_max_side, settings.heatmap_max_side)
 
 
 def heatmap_shape(height: int, width: int, max_side: int) -> tuple[int, int]:

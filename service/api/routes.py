@@ -105,7 +105,9 @@ async def report(
     beam_size: Annotated[int | None, Query(ge=1, le=MAX_BEAM_SIZE)] = None,
     max_new_tokens: Annotated[int | None, Query(ge=1, le=1000)] = None,
     heatmaps: bool | None = None,
-    heatmap_size: Annotated[int | None, Query(ge=8, le=8192, description="max side, px")] = None,
+    heatmap_size: Annotated[
+        int | None, Query(ge=8, le=8192, description="max side, px; at most CXR_HEATMAP_MAX_SIDE")
+    ] = None,
     colormap: bool | None = None,
     min_new_tokens: Annotated[int | None, Query(ge=0, le=200, description="default: model")] = None,
     repetition_penalty: Annotated[float | None, Query(ge=1.0, le=5.0)] = None,
@@ -201,7 +203,9 @@ async def ground(
     imaging: ImagingDep,
     phrase: Annotated[list[str] | None, Query(description="repeatable")] = None,
     heatmaps: bool = True,
-    heatmap_size: Annotated[int | None, Query(ge=8, le=8192, description="max side, px")] = None,
+    heatmap_size: Annotated[
+        int | None, Query(ge=8, le=8192, description="max side, px; at most CXR_HEATMAP_MAX_SIDE")
+    ] = None,
     colormap: bool | None = None,
 ) -> GroundResponse:
     """Per phrase: best anatomy node, similarity score, box and heatmap."""

@@ -104,7 +104,12 @@ def _window(ds: Dataset) -> tuple[float, float] | None:
 def _voi_unit(modal: np.ndarray, ds: Dataset, lo: float, hi: float) -> tuple[np.ndarray, list[str]]:
     """VOI stage: LUT sequence, else first window, else min-max (image range); warnings."""
     if "VOILUTSequence" in ds and len(ds.VOILUTSequence) > 0:
-        return _voi_lut_unit(modal, ds), []
+        try:
+            return _voi_lut_unit(modal, ds), []
+        except Exception as exc:  # empty / short LUTData, a bad descriptor: pydicom raises
+            raise UndecodableImage(  # TypeError, IndexError, struct.error...
+                f"invalid VOI LUT Sequence ({type(exc).__name__}): LUT data and descriptor disagree"
+            ) from None
     if "WindowCenter" in ds and "WindowWidth" in ds:
         window = _window(ds)
         function = (code_string(ds, "VOILUTFunction") or "LINEAR").replace(" ", "_")
