@@ -24,16 +24,13 @@ from io import BytesIO
 import numpy as np
 from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.encaps import generate_frames
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels.decoders.base import get_decoder
 from pydicom.uid import (
-    JPEG2000,
     UID,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
-    JPEG2000Lossless,
     JPEG2000TransferSyntaxes,
     JPEGExtended12Bit,
     JPEGLSTransferSyntaxes,
@@ -51,12 +48,11 @@ from service.imaging.errors import (
     UndecodableImage,
     UnsupportedMediaType,
 )
-from service.imaging.reduced import decode_j2k_reduced, j2k_levels, j2k_reduce
+from service.imaging.reduced import decode_reduced_j2k
 from service.imaging.types import DecodedImage, DecodeLimits, DicomFacts
 from service.imaging.working import reduce_factor, shrink_pixels
 
 RADIOGRAPH_MODALITIES = frozenset({"CR", "DX", "DR"})  # no warning for these (or for none)
-J2K_REDUCIBLE = frozenset({JPEG2000Lossless, JPEG2000})  # decoded at a reduced resolution
 GREY_PHOTOMETRIC = frozenset({"MONOCHROME1", "MONOCHROME2"})
 # (7FE0,0010) Pixel Data tag as it appears in little- and big-endian encodings
 _PIXEL_DATA_TAGS = (b"\xe0\x7f\x10\x00", b"\x7f\xe0\x00\x10")
@@ -249,24 +245,6 @@ def _decode_pixels(ds: Dataset, facts: DicomFacts) -> np.ndarray:
     return arr
 
 
-def _decode_reduced(ds: Dataset, facts: DicomFacts, limits: DecodeLimits) -> np.ndarray | None:
-    """Stored values of a grey, unsigned JPEG 2000 frame decoded 2^r times smaller while the
-    shorter side stays >= ``limits.decode_min_side`` (``reduced.py``); None = decode in full."""
-    if limits.decode_min_side is None or limits.max_side is None:
-        return None
-    if _transfer_syntax(ds) not in J2K_REDUCIBLE or _int(ds, "PixelRepresentation") != 0:
-        return None
-    if (_int(ds, "SamplesPerPixel") or 1) != 1 or (_int(ds, "NumberOfFrames") or 1) != 1:
-        return None
-    try:
-        frame = next(generate_frames(ds.PixelData, number_of_frames=1))
-        levels = j2k_levels(frame[:4096]) or 0
-        r = j2k_reduce(facts.rows, facts.columns, levels, limits.decode_min_side)
-        return decode_j2k_reduced(frame, r, facts.rows, facts.columns) if r else None
-    except Exception:  # pydicom's full decode below then reports the error precisely
-        return None
-
-
 def _content_warnings(facts: DicomFacts) -> list[str]:
     """Accepted-but-suspicious content: not a radiograph, or not a chest."""
     out: list[str] = []
@@ -294,7 +272,7 @@ def decode_dicom(data: bytes, limits: DecodeLimits) -> DecodedImage:
     _check_geometry(ds, facts, limits)
     _check_frame_header(ds, facts, limits)
     _check_decoder(ds, facts)
-    reduced = _decode_reduced(ds, facts, limits)
+    reduced = decode_reduced_j2k(ds, facts, limits)
     stored = _decode_pixels(ds, facts) if reduced is None else reduced
     factor = reduce_factor(int(stored.shape[0]), int(stored.shape[1]), limits.max_side)
     pixels, render_warnings = render(stored, ds, factor)

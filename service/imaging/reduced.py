@@ -22,8 +22,14 @@ from io import BytesIO
 
 import numpy as np
 from PIL import Image
+from pydicom.dataset import Dataset
+from pydicom.encaps import generate_frames
+from pydicom.uid import JPEG2000, UID, JPEG2000Lossless
 
 from service.imaging.codestream import J2K_SOC_SIZ
+from service.imaging.types import DecodeLimits, DicomFacts
+
+J2K_REDUCIBLE = frozenset({JPEG2000Lossless, JPEG2000})  # decoded at a reduced resolution
 
 
 def decode_hw(
@@ -91,3 +97,24 @@ def decode_j2k_reduced(codestream: bytes, reduce: int, rows: int, columns: int) 
     if arr.shape != want:
         raise ValueError(f"JPEG 2000 frame decoded as {arr.shape}, expected {want}")
     return arr
+
+
+def decode_reduced_j2k(ds: Dataset, facts: DicomFacts, limits: DecodeLimits) -> np.ndarray | None:
+    """Stored values of a grey, unsigned JPEG 2000 frame decoded 2^r times smaller while the
+    shorter side stays >= ``limits.decode_min_side``; None = the caller decodes it in full."""
+    if limits.decode_min_side is None or limits.max_side is None:
+        return None
+    if (
+        UID(str(ds.file_meta.TransferSyntaxUID)) not in J2K_REDUCIBLE
+        or ds.get("PixelRepresentation") != 0
+    ):
+        return None
+    if (ds.get("SamplesPerPixel") or 1) != 1 or int(ds.get("NumberOfFrames") or 1) != 1:
+        return None
+    try:
+        frame = next(generate_frames(ds.PixelData, number_of_frames=1))
+        levels = j2k_levels(frame[:4096]) or 0
+        r = j2k_reduce(facts.rows, facts.columns, levels, limits.decode_min_side)
+        return decode_j2k_reduced(frame, r, facts.rows, facts.columns) if r else None
+    except Exception:  # the caller's full decode (pydicom) then reports the error precisely
+        return None

@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -32,6 +30,7 @@ from service.inference.search import Decoded
 from service.inference.session import (
     choose_providers,
     create_session,
+    decoder_thread_count,
     provider_in_use,
     run,
     verify_providers,
@@ -53,23 +52,6 @@ class EncoderOutput:
     patch_emb: np.ndarray  # (B, N, E) L2-normalised patch embeddings
     evidence: np.ndarray | None = None  # (B, 14, g, g) patch finding probabilities
     logits: np.ndarray | None = None  # (B, 14) raw pathology logits
-
-
-#: decoders up to this width x depth run single-threaded (a token step's matrices are too small
-#: to repay thread synchronisation); measured in docs/PERFORMANCE.md ("Decoder threads")
-SINGLE_THREAD_DECODER_WORK = 2048
-
-
-def decoder_thread_count(
-    decoder: Mapping[str, Any], threads: int | None, setting: int | None
-) -> int | None:
-    """Intra-op threads of the decoder graphs: ``setting`` when given, else 1 for a decoder of
-    width x depth <= ``SINGLE_THREAD_DECODER_WORK`` (small: 256 x 3; 0.93 vs 1.28 ms per step
-    on 2 cores), else ``threads`` (the paper size gained 1.7-1.9x from 2 threads)."""
-    if setting is not None:
-        return setting
-    work = int(decoder.get("dim", 0)) * int(decoder.get("depth", 0))
-    return 1 if 0 < work <= SINGLE_THREAD_DECODER_WORK else threads
 
 
 class OrtEngine:

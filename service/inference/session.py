@@ -6,6 +6,7 @@ import logging
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -172,3 +173,20 @@ def run(
 ) -> list[np.ndarray]:
     """``sess.run`` typed as a list of numpy arrays."""
     return [np.asarray(x) for x in sess.run(list(outputs), feeds)]
+
+
+#: decoders up to this width x depth run single-threaded (a token step's matrices are too small
+#: to repay thread synchronisation); measured in docs/PERFORMANCE.md ("Decoder threads")
+SINGLE_THREAD_DECODER_WORK = 2048
+
+
+def decoder_thread_count(
+    decoder: Mapping[str, Any], threads: int | None, setting: int | None
+) -> int | None:
+    """Intra-op threads of the decoder graphs: ``setting`` when given, else 1 for a decoder of
+    width x depth <= ``SINGLE_THREAD_DECODER_WORK`` (small: 256 x 3; 0.93 vs 1.28 ms per step
+    on 2 cores), else ``threads`` (the paper size gained 1.7-1.9x from 2 threads)."""
+    if setting is not None:
+        return setting
+    work = int(decoder.get("dim", 0)) * int(decoder.get("depth", 0))
+    return 1 if 0 < work <= SINGLE_THREAD_DECODER_WORK else threads

@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from pydicom.encaps import generate_frames
 
-from service.imaging import dicom
+from service.imaging import dicom, reduced
 from service.imaging.decode import decode_image
 from service.imaging.preprocess import to_model_input
 from service.imaging.reduced import decode_hw, j2k_levels, j2k_reduce
@@ -45,7 +46,7 @@ def test_decode_hw_keeps_the_shorter_side() -> None:
 def test_j2k_levels_and_reduce() -> None:
     raw = Path(data.get_testdata_file("RG1_J2KR.dcm")).read_bytes()
     ds = dicom.read_dataset(raw)
-    frame = next(dicom.generate_frames(ds.PixelData, number_of_frames=1))
+    frame = next(generate_frames(ds.PixelData, number_of_frames=1))
     levels = j2k_levels(frame[:4096])
     assert levels is not None and levels >= 1
     assert j2k_reduce(1955, 1841, levels, 448) == 1  # r = 2 gives 1841 / 4 -> 460 vs 461
@@ -60,9 +61,9 @@ def test_j2k_dicom_reduced_matches_the_full_decode(
     raw = Path(data.get_testdata_file(name)).read_bytes()
     full = decode_image(raw, "application/dicom", FULL)
     calls: list[int] = []
-    real = dicom.decode_j2k_reduced
+    real = reduced.decode_j2k_reduced
     monkeypatch.setattr(
-        dicom, "decode_j2k_reduced", lambda cs, r, h, w: calls.append(r) or real(cs, r, h, w)
+        reduced, "decode_j2k_reduced", lambda cs, r, h, w: calls.append(r) or real(cs, r, h, w)
     )
     fast = decode_image(raw, "application/dicom", LIMITS)
     assert calls and calls[0] >= 1  # the reduced path ran

@@ -158,7 +158,7 @@ def test_decoding_options_override_the_manifest(engine: OrtEngine) -> None:
 
 
 def test_decoder_threads_follow_the_decoder_size_unless_set() -> None:
-    from service.inference.engine import decoder_thread_count
+    from service.inference.session import decoder_thread_count
 
     small, paper = {"dim": 256, "depth": 3}, {"dim": 768, "depth": 12}
     assert decoder_thread_count(small, None, None) == 1
