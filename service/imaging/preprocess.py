@@ -11,15 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
-
-def _as_2d(array: np.ndarray, name: str) -> np.ndarray:
-    """float64 copy of a finite, non-empty 2-D array, or ValueError."""
-    a = np.asarray(array, dtype=np.float64)
-    if a.ndim != 2 or a.size == 0:
-        raise ValueError(f"{name} must be a non-empty 2-D array, got shape {a.shape}")
-    if not np.isfinite(a).all():
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return a
+from service.imaging.arrays import as_2d
 
 
 def to_model_input(pixels: np.ndarray, size: int, mean: float, std: float) -> np.ndarray:
@@ -30,7 +22,7 @@ def to_model_input(pixels: np.ndarray, size: int, mean: float, std: float) -> np
     """
     if size < 1 or std <= 0:
         raise ValueError(f"size must be >= 1 and std > 0, got size={size}, std={std}")
-    img = _as_2d(pixels, "pixels").astype(np.float32)
+    img = as_2d(pixels, "pixels").astype(np.float32)
     resized = Image.fromarray(img).resize((size, size), Image.Resampling.BILINEAR)
     x = (np.asarray(resized, dtype=np.float32) - np.float32(mean)) / np.float32(std)
     return x[None, None].astype(np.float32)  # (1, 1, S, S)

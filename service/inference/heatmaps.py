@@ -36,6 +36,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image
 
+from service.imaging.arrays import as_2d
 from service.inference.types import Box
 
 BOX_MAX_SIDE = 64  # boxes are found on a map of at most this side (+-1.6%), then scaled
@@ -113,16 +114,6 @@ def reference_area(node_ids: Sequence[int], rules: MapRules) -> float | None:
     return rules.area_scale * float(np.mean(np.exp(refs))) if refs else None
 
 
-def _as_2d(array: np.ndarray, name: str) -> np.ndarray:
-    """float64 copy of a finite, non-empty 2-D array, or ValueError."""
-    a = np.asarray(array, dtype=np.float64)
-    if a.ndim != 2 or a.size == 0:
-        raise ValueError(f"{name} must be a non-empty 2-D array, got shape {a.shape}")
-    if not np.isfinite(a).all():
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return a
-
-
 def gaussian_smooth(heatmap: np.ndarray, sigma: float = 1.5, truncate: float = 4.0) -> np.ndarray:
     """Separable Gaussian blur of a (h, w) map, float32.
 
@@ -132,7 +123,7 @@ def gaussian_smooth(heatmap: np.ndarray, sigma: float = 1.5, truncate: float = 4
     """
     if sigma < 0 or truncate <= 0:
         raise ValueError(f"sigma must be >= 0 and truncate > 0, got {sigma}, {truncate}")
-    m = _as_2d(heatmap, "heatmap")
+    m = as_2d(heatmap, "heatmap")
     radius = int(truncate * sigma + 0.5)
     if sigma == 0 or radius == 0:
         return m.astype(np.float32)
@@ -231,7 +222,7 @@ def box_from_heatmap(heatmap: np.ndarray, threshold: float = 0.5) -> Box:
     """
     if not 0 < threshold <= 1:
         raise ValueError(f"threshold must be in (0, 1], got {threshold}")
-    m = _as_2d(heatmap, "heatmap")
+    m = as_2d(heatmap, "heatmap")
     peak = float(m.max())
     if peak <= 0:
         return (0, 0, m.shape[1], m.shape[0])
@@ -273,7 +264,7 @@ def heatmap_png(heatmap: np.ndarray, colormap: bool) -> bytes:
     ``colormap=False``: 8-bit grey ("L"). ``colormap=True``: RGBA jet with alpha = value, so the
     PNG overlays the image directly (zero = fully transparent).
     """
-    v = np.clip(_as_2d(heatmap, "heatmap"), 0.0, 1.0)
+    v = np.clip(as_2d(heatmap, "heatmap"), 0.0, 1.0)
     alpha = np.rint(v * 255.0).astype(np.uint8)
     if colormap:
         rgb = np.rint(_jet(v) * 255.0).astype(np.uint8)
