@@ -167,9 +167,14 @@ class _Base:
             self.headers["X-API-Key"] = api_key
 
     def _request_args(
-        self, image: Image, params: dict[str, str], phrases: Sequence[str] = (), fhir: bool = False
+        self,
+        image: Image,
+        params: dict[str, str],
+        phrases: Sequence[str] = (),
+        accept: str | None = None,
     ) -> Json:
-        headers = {"Accept": FHIR_MEDIA_TYPE} if fhir else {}
+        """Keyword arguments of one request; ``accept`` overrides the JSON ``Accept``."""
+        headers = {"Accept": accept} if accept else {}
         args: Json = {"files": {"file": _read_image(image)}, "params": params, "headers": headers}
         if phrases:
             args["data"] = {"phrase": list(phrases)}
@@ -222,14 +227,13 @@ class CxrClient(_Base):
 
     def report_fhir(self, image: Image, **options: Option) -> Json:
         """``POST /v1/report`` with ``Accept: application/fhir+json``: a FHIR R4 Bundle."""
-        args = self._request_args(image, _params(options, REPORT_OPTIONS), fhir=True)
+        args = self._request_args(image, _params(options, REPORT_OPTIONS), accept=FHIR_MEDIA_TYPE)
         return _checked(self._send("POST", "/v1/report", **args), fhir=True)
 
     def report_sr(self, image: Image, **options: Option) -> bytes:
         """``POST /v1/report`` with ``Accept: application/dicom``: a DICOM SR (Part 10 bytes)
         in the input's study; the image must be DICOM (else 406 ``not-acceptable``)."""
-        args = self._request_args(image, _params(options, REPORT_OPTIONS))
-        args["headers"] = {"Accept": SR_MEDIA_TYPE}
+        args = self._request_args(image, _params(options, REPORT_OPTIONS), accept=SR_MEDIA_TYPE)
         return _checked_sr(self._send("POST", "/v1/report", **args))
 
     def ground(self, image: Image, phrases: Sequence[str], **options: Option) -> Json:
@@ -286,12 +290,11 @@ class AsyncCxrClient(_Base):
         return _checked(await self._send("POST", "/v1/report", **args))
 
     async def report_fhir(self, image: Image, **options: Option) -> Json:
-        args = self._request_args(image, _params(options, REPORT_OPTIONS), fhir=True)
+        args = self._request_args(image, _params(options, REPORT_OPTIONS), accept=FHIR_MEDIA_TYPE)
         return _checked(await self._send("POST", "/v1/report", **args), fhir=True)
 
     async def report_sr(self, image: Image, **options: Option) -> bytes:
-        args = self._request_args(image, _params(options, REPORT_OPTIONS))
-        args["headers"] = {"Accept": SR_MEDIA_TYPE}
+        args = self._request_args(image, _params(options, REPORT_OPTIONS), accept=SR_MEDIA_TYPE)
         return _checked_sr(await self._send("POST", "/v1/report", **args))
 
     async def ground(self, image: Image, phrases: Sequence[str], **options: Option) -> Json:

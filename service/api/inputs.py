@@ -14,12 +14,13 @@ from fastapi import Request
 from starlette.datastructures import UploadFile
 
 from service.imaging.errors import UndecodableImage, UnsupportedMediaType
-from service.imaging.types import DecodeLimits
+from service.imaging.types import ACCEPTED_TYPES, DecodeLimits
 from service.settings import Settings
 
 from .errors import BODY_TIMEOUT, VALIDATION, ApiError
 
-RAW_TYPES = ("application/dicom", "image/png", "image/jpeg", "image/jpg")  # jpg: a misspelling
+#: raw body types: every media type the decoder accepts as naming a format
+RAW_TYPES = tuple(t for t, fmt in ACCEPTED_TYPES.items() if fmt is not None)
 MULTIPART = "multipart/form-data"
 _MAX_FIELD_BYTES = 16 * 1024  # any non-file multipart field (phrases are far shorter)
 

@@ -16,17 +16,8 @@ import numpy as np
 from service.imaging.dicom import decode_dicom, looks_like_dicom
 from service.imaging.errors import ImageTooLarge, UndecodableImage, UnsupportedMediaType
 from service.imaging.raster import JPEG_SOI, PNG_SIGNATURE, decode_raster
-from service.imaging.types import DecodedImage, DecodeLimits
+from service.imaging.types import ACCEPTED_TYPES, DecodedImage, DecodeLimits
 
-#: media types accepted, and the format each one declares (None = says nothing)
-ACCEPTED_TYPES: dict[str, str | None] = {
-    "application/dicom": "dicom",
-    "image/png": "png",
-    "image/jpeg": "jpeg",
-    "image/jpg": "jpeg",  # common misspelling
-    "application/octet-stream": None,
-    "": None,
-}
 _MEDIA_TYPE_UNSAFE = re.compile(r"[^a-z0-9.+/-]")
 
 

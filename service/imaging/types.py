@@ -7,6 +7,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+#: media types accepted, and the format each one declares (None = says nothing)
+ACCEPTED_TYPES: dict[str, str | None] = {
+    "application/dicom": "dicom",
+    "image/png": "png",
+    "image/jpeg": "jpeg",
+    "image/jpg": "jpeg",  # common misspelling
+    "application/octet-stream": None,
+    "": None,
+}
+
 
 @dataclass(frozen=True)
 class DecodeLimits:
