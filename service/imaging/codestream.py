@@ -5,10 +5,12 @@ JPEG 2000 codestream says 12000x12000 makes the decoder allocate the codestream'
 frame header is parsed here and compared with Rows / Columns first:
 
 - JPEG 2000 / HTJ2K codestream: SOC (FF4F) then SIZ (FF51): width = Xsiz - XOsiz, height =
-  Ysiz - YOsiz, Csiz components;
+  Ysiz - YOsiz, Csiz components, Ssiz bit depth; the COD segment's wavelet levels (used for
+  reduced-resolution decoding, ``reduced.py``);
 - JP2 file form: the boxes are walked to the contiguous codestream box ``jp2c``;
 - JPEG (ITU T.81, lossless too) and JPEG-LS (T.87): the markers are walked to the first SOFn
-  (FFC0-FFCF except DHT FFC4, JPG FFC8, DAC FFCC) or SOF55 (FFF7): Y (height), X, Nf.
+  (FFC0-FFCF except DHT FFC4, JPG FFC8, DAC FFCC) or SOF55 (FFF7): P (bit depth), Y (height),
+  X, Nf.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ class FrameHeader:
     rows: int
     columns: int
     components: int
+    bits: int = 0  # sample precision of the first component (0 = not in the header bytes)
+    levels: int | None = None  # JPEG 2000: wavelet decomposition levels (COD); None = unknown
 
 
 def first_frame_head(pixel_data: bytes, limit: int = HEAD_BYTES) -> bytes:
@@ -67,7 +71,22 @@ def _siz(cs: bytes) -> FrameHeader:
     _, _, xsiz, ysiz, xo, yo, *_, csiz = struct.unpack(">HHIIIIIIIIH", cs[4:42])
     if xo >= xsiz or yo >= ysiz:
         raise ValueError("JPEG 2000 SIZ header gives an empty image")
-    return FrameHeader("JPEG 2000", ysiz - yo, xsiz - xo, csiz)
+    bits = (cs[42] & 0x7F) + 1 if len(cs) > 42 else 0  # Ssiz: depth - 1, top bit = signed
+    return FrameHeader("JPEG 2000", ysiz - yo, xsiz - xo, csiz, bits, _cod_levels(cs))
+
+
+def _cod_levels(cs: bytes) -> int | None:
+    """Wavelet decomposition levels of the main header's COD segment (Lcod Scod SGcod(4)
+    SPcod: levels first), or None when it is not in ``cs``."""
+    pos = 2
+    while pos + 4 <= len(cs):
+        marker, length = struct.unpack(">HH", cs[pos : pos + 4])
+        if marker == 0xFF52:
+            return cs[pos + 9] if pos + 10 <= len(cs) else None
+        if marker == 0xFF90 or length < 2:  # SOT: the main header ended without a COD
+            return None
+        pos += 2 + length
+    return None
 
 
 def _jp2_codestream(data: bytes) -> bytes:
@@ -107,7 +126,7 @@ def _sof(data: bytes) -> FrameHeader:
         if marker in _SOF:
             if length < 8 or pos + 10 > len(data):
                 break
-            _, y, x, nf = struct.unpack(">BHHB", data[pos + 4 : pos + 10])
-            return FrameHeader("JPEG-LS" if marker == 0xF7 else "JPEG", y, x, nf)
+            p, y, x, nf = struct.unpack(">BHHB", data[pos + 4 : pos + 10])
+            return FrameHeader("JPEG-LS" if marker == 0xF7 else "JPEG", y, x, nf, p)
         pos += 2 + length
     raise ValueError("JPEG stream without a frame header (SOF) in its header bytes")

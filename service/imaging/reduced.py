@@ -17,7 +17,6 @@ difference between two antialiasing filters (measured by ``benchmarks/bench_deco
 from __future__ import annotations
 
 import math
-import struct
 from io import BytesIO
 
 import numpy as np
@@ -26,7 +25,7 @@ from pydicom.dataset import Dataset
 from pydicom.encaps import generate_frames
 from pydicom.uid import JPEG2000, UID, JPEG2000Lossless
 
-from service.imaging.codestream import J2K_SOC_SIZ
+from service.imaging.codestream import first_frame_head, frame_header
 from service.imaging.types import DecodeLimits, DicomFacts
 
 J2K_REDUCIBLE = frozenset({JPEG2000Lossless, JPEG2000})  # decoded at a reduced resolution
@@ -41,21 +40,6 @@ def decode_hw(
         return height, width
     scale = min(1.0, max_side / max(height, width), max(min_side / min(height, width), 0.0))
     return max(1, math.ceil(height * scale)), max(1, math.ceil(width * scale))
-
-
-def j2k_levels(codestream: bytes) -> int | None:
-    """Number of wavelet decomposition levels of a J2K codestream's COD segment, or None."""
-    if not codestream.startswith(J2K_SOC_SIZ):
-        return None
-    pos = 2
-    while pos + 4 <= len(codestream):
-        marker, length = struct.unpack(">HH", codestream[pos : pos + 4])
-        if marker == 0xFF52:  # COD: Lcod Scod SGcod(4) SPcod: levels first
-            return codestream[pos + 9] if pos + 10 <= len(codestream) else None
-        if marker == 0xFF90 or length < 2:  # SOT: the main header ended without a COD
-            return None
-        pos += 2 + length
-    return None
 
 
 def _pillow_size_agrees(side: int, r: int) -> bool:
@@ -77,7 +61,9 @@ def j2k_reduce(rows: int, columns: int, levels: int, min_side: int) -> int:
     return best
 
 
-def decode_j2k_reduced(codestream: bytes, reduce: int, rows: int, columns: int) -> np.ndarray:
+def decode_j2k_reduced(
+    codestream: bytes, reduce: int, rows: int, columns: int, bits: int
+) -> np.ndarray:
     """(ceil(rows / 2^r), ceil(columns / 2^r)) unsigned stored values of a grey J2K frame, at
     the codestream's own precision (Pillow's 16-bit scaling undone).
 
@@ -90,9 +76,8 @@ def decode_j2k_reduced(codestream: bytes, reduce: int, rows: int, columns: int) 
         if im.mode not in ("L", "I;16", "I;16B", "I;16L", "I"):
             raise ValueError(f"JPEG 2000 frame decoded as mode {im.mode}")
         arr = np.asarray(im)
-    precision = (codestream[42] & 0x7F) + 1  # SIZ Ssiz of the first component
-    if arr.dtype == np.uint16 and precision < 16:  # Pillow scales to 16 bits: undo it
-        arr = arr >> (16 - precision)
+    if arr.dtype == np.uint16 and 0 < bits < 16:  # Pillow scales to 16 bits: undo it
+        arr = arr >> (16 - bits)
     want = (math.ceil(rows / 2**reduce), math.ceil(columns / 2**reduce))
     if arr.shape != want:
         raise ValueError(f"JPEG 2000 frame decoded as {arr.shape}, expected {want}")
@@ -112,9 +97,13 @@ def decode_reduced_j2k(ds: Dataset, facts: DicomFacts, limits: DecodeLimits) -> 
     if (ds.get("SamplesPerPixel") or 1) != 1 or int(ds.get("NumberOfFrames") or 1) != 1:
         return None
     try:
+        head = frame_header(first_frame_head(ds.PixelData))
+        if head is None or head.kind != "JPEG 2000":
+            return None
+        r = j2k_reduce(facts.rows, facts.columns, head.levels or 0, limits.decode_min_side)
+        if r == 0:  # nothing to gain: the caller decodes in full, the frame is not joined here
+            return None
         frame = next(generate_frames(ds.PixelData, number_of_frames=1))
-        levels = j2k_levels(frame[:4096]) or 0
-        r = j2k_reduce(facts.rows, facts.columns, levels, limits.decode_min_side)
-        return decode_j2k_reduced(frame, r, facts.rows, facts.columns) if r else None
+        return decode_j2k_reduced(frame, r, facts.rows, facts.columns, head.bits)
     except Exception:  # the caller's full decode (pydicom) then reports the error precisely
         return None

@@ -13,9 +13,10 @@ from PIL import Image
 from pydicom.encaps import generate_frames
 
 from service.imaging import dicom, reduced
+from service.imaging.codestream import frame_header
 from service.imaging.decode import decode_image
 from service.imaging.preprocess import to_model_input
-from service.imaging.reduced import decode_hw, j2k_levels, j2k_reduce
+from service.imaging.reduced import decode_hw, j2k_reduce
 from service.imaging.types import DecodeLimits
 
 data = pytest.importorskip("pydicom.data")
@@ -47,11 +48,15 @@ def test_j2k_levels_and_reduce() -> None:
     raw = Path(data.get_testdata_file("RG1_J2KR.dcm")).read_bytes()
     ds = dicom.read_dataset(raw)
     frame = next(generate_frames(ds.PixelData, number_of_frames=1))
-    levels = j2k_levels(frame[:4096])
+    head = frame_header(frame[:4096])
+    assert head is not None and head.bits == 15  # BitsStored of the file
+    levels = head.levels
     assert levels is not None and levels >= 1
     assert j2k_reduce(1955, 1841, levels, 448) == 1  # r = 2 gives 1841 / 4 -> 460 vs 461
     assert j2k_reduce(1760, 1760, 5, 440) == 2 and j2k_reduce(1760, 1760, 5, 441) == 1
-    assert j2k_reduce(1955, 1841, 5, 1000) == 0 and j2k_levels(b"\xff\xd8junk") is None
+    jpeg = frame_header(b"\xff\xd8\xff\xc0\x00\x0b\x08\x00\x40\x00\x40\x01")  # SOF0 64x64
+    assert j2k_reduce(1955, 1841, 5, 1000) == 0 and jpeg is not None and jpeg.levels is None
+    assert jpeg.bits == 8
 
 
 @pytest.mark.parametrize("name", ["RG1_J2KR.dcm", "RG1_J2KI.dcm", "RG3_J2KR.dcm"])
@@ -63,7 +68,9 @@ def test_j2k_dicom_reduced_matches_the_full_decode(
     calls: list[int] = []
     real = reduced.decode_j2k_reduced
     monkeypatch.setattr(
-        reduced, "decode_j2k_reduced", lambda cs, r, h, w: calls.append(r) or real(cs, r, h, w)
+        reduced,
+        "decode_j2k_reduced",
+        lambda cs, r, h, w, b: calls.append(r) or real(cs, r, h, w, b),
     )
     fast = decode_image(raw, "application/dicom", LIMITS)
     assert calls and calls[0] >= 1  # the reduced path ran
