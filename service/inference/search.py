@@ -55,13 +55,6 @@ class Decoded:
     finished: bool = False  # True if it ended with EOS (False: hit max_new_tokens)
 
 
-def softmax(x: np.ndarray) -> np.ndarray:
-    """Row-wise softmax of (N, V) logits, float64 for stable tiny probabilities."""
-    z = x.astype(np.float64) - x.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)  # type: ignore[no-any-return]
-
-
 def log_softmax(x: np.ndarray) -> np.ndarray:
     """Row-wise log-softmax of (N, V) logits, float64."""
     z = x.astype(np.float64) - x.max(axis=-1, keepdims=True)
@@ -69,11 +62,8 @@ def log_softmax(x: np.ndarray) -> np.ndarray:
 
 
 def chosen_probs(logits: np.ndarray, tokens: np.ndarray) -> np.ndarray:
-    """Softmax probability of one token per row, (N,) float64, without the (N, V) softmax."""
-    z = logits.astype(np.float64)
-    m = z.max(axis=-1)
-    lse = m + np.log(np.exp(z - m[:, None]).sum(axis=-1))
-    return np.exp(z[np.arange(len(tokens)), tokens] - lse)  # type: ignore[no-any-return]
+    """Softmax probability of one token per row of (N, V) ``logits``: (N,) float64."""
+    return np.exp(log_softmax(logits)[np.arange(len(tokens)), tokens])  # type: ignore[no-any-return]
 
 
 def top_candidates(scores: np.ndarray, n: int) -> np.ndarray:
