@@ -78,7 +78,7 @@ class TorchPipeline:
         found = [ent.entities_from_scores(p, self.engine.manifest.entity_threshold) for p in probs]
         leaf = torch.tensor([ent.leaf_mask(e) for e in found])
         prefix, pmask = self.m.visual_prefix(enc.leaf_tokens, enc.cls, enc.patch_tokens, leaf)
-        prompts = [self.engine.prompt_ids(e) for e in found]
+        prompts = [self.engine.decoder.prompt_ids(e) for e in found]
         gen = GenerationConfig(max_new_tokens=opts.max_new_tokens, num_beams=opts.beam_size)
         ids = generate_ids(self.m.decoder, prefix, pmask, prompts, gen)
         t3 = time.perf_counter()

@@ -99,7 +99,7 @@ def eager_path(checkpoint: Path, engine: OrtEngine, x: np.ndarray) -> RunFn:
             max_new_tokens=n, num_beams=beam, min_length=n,
             repetition_penalty=dec["repetition_penalty"], length_penalty=dec["length_penalty"],
         )  # fmt: skip
-        ids = generate_ids(model.decoder, prefix, pmask, [engine.prompt_ids(found[0])], gen)
+        ids = generate_ids(model.decoder, prefix, pmask, [engine.decoder.prompt_ids(found[0])], gen)
         return t1 - t0, time.perf_counter() - t1, ids[0]
 
     return run
@@ -114,7 +114,7 @@ def ort_path(engine: OrtEngine, x: np.ndarray) -> RunFn:
         t1 = time.perf_counter()
         found = [engine.entities(p) for p in enc.entity_probs]
         opts = GenerateOptions(beam_size=beam, max_new_tokens=n, min_new_tokens=n)
-        seqs = engine.search(enc.prefix, found, beam, n, opts)
+        seqs = engine.decoder.search(enc.prefix, found, beam, n, opts)
         return t1 - t0, time.perf_counter() - t1, seqs[0].tokens
 
     return run

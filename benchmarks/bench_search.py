@@ -71,7 +71,7 @@ def main() -> None:
     def run(mod: ModuleType, reorder: Any, beam: int) -> tuple[float, list[int]]:
         E.greedy_search, E.beam_search, E._reorder = mod.greedy_search, mod.beam_search, reorder
         t = time.perf_counter()
-        s = eng.search(enc.prefix, found, beam, 100, GenerateOptions(min_new_tokens=100))
+        s = eng.decoder.search(enc.prefix, found, beam, 100, GenerateOptions(min_new_tokens=100))
         return time.perf_counter() - t, s[0].tokens
 
     for beam in (1, 3):

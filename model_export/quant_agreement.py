@@ -82,7 +82,7 @@ def reports(engine: OrtEngine, images: Sequence[np.ndarray], beam: int, max_new:
     for im in images:
         enc = engine.encode(engine.preprocess([im]))
         found = [engine.entities(p) for p in enc.entity_probs]
-        seq = engine.search(enc.prefix, found, beam, max_new)[0]
+        seq = engine.decoder.search(enc.prefix, found, beam, max_new)[0]
         out.append((seq.tokens, found[0]))
     return out
 

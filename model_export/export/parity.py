@@ -115,7 +115,7 @@ def decode_parity(
     enc = engine.encode(x)
     thr = engine.manifest.entity_threshold
     found = [ent.entities_from_scores(p.tolist(), thr) for p in enc.entity_probs]
-    seqs = engine.search(enc.prefix, found, beam_size, max_new)
+    seqs = engine.decoder.search(enc.prefix, found, beam_size, max_new)
     gen = GenerationConfig(
         max_new_tokens=max_new,
         num_beams=beam_size,

@@ -182,27 +182,6 @@ class OrtEngine:
             if name != ent.NO_FINDING and p >= t
         )  # fmt: skip
 
-    def prefill(
-        self, prefix: np.ndarray, input_ids: np.ndarray, mask: np.ndarray, pos: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """``decoder_prefill.onnx``: last logits (B, V) and the cache (see ``OrtDecoder``)."""
-        return self.decoder.prefill(prefix, input_ids, mask, pos)
-
-    def search(
-        self,
-        prefix: np.ndarray,
-        found: list[tuple[str, ...]],
-        beam_size: int,
-        max_new: int,
-        options: GenerateOptions | None = None,
-    ) -> list[Decoded]:
-        """Greedy (``beam_size`` 1) or beam search per row (see ``OrtDecoder.search``)."""
-        return self.decoder.search(prefix, found, beam_size, max_new, options)
-
-    def prompt_ids(self, found: tuple[str, ...]) -> list[int]:
-        """``[BOS] entity prompt [SEP]`` (``model_export.ssacl.batch.prompt_ids``)."""
-        return self.decoder.prompt_ids(found)
-
     def embed_text(self, phrases: list[str]) -> np.ndarray:
         """Phrases -> (P, E) L2-normalised embeddings (``text_encoder.onnx``)."""
         max_len = int(self.manifest.raw["text"]["max_len"])
@@ -229,7 +208,9 @@ class OrtEngine:
         enc = self.encode(x)
         t2 = time.perf_counter()
         found = [self.entities(p) for p in enc.entity_probs]
-        seqs = self.search(enc.prefix, found, options.beam_size, options.max_new_tokens, options)
+        seqs = self.decoder.search(
+            enc.prefix, found, options.beam_size, options.max_new_tokens, options
+        )
         t3 = time.perf_counter()
         times = {"preprocess": t1 - t0, "encoder": t2 - t1, "decoding": t3 - t2}
         return [

@@ -103,16 +103,16 @@ def test_kv_cache_decoding_equals_full_recompute(engine: OrtEngine) -> None:
     images = P.parity_images(3, 32, seed=3)
     enc = engine.encode(engine.preprocess(images))
     found = [()] * 3  # no entities: all leaves visible, same prompt
-    cached = engine.search(enc.prefix, found, beam_size=1, max_new=12)
+    cached = engine.decoder.search(enc.prefix, found, beam_size=1, max_new=12)
     d = engine.manifest.decoder
-    prompt = engine.prompt_ids(())
+    prompt = engine.decoder.prompt_ids(())
     pmask = np.ones(enc.prefix.shape[:2], np.int64)
     pmask[:, 25] = 0  # CLS hidden
     for row, seq in enumerate(cached):
         text = list(prompt)
         for t in range(len(seq.tokens) + 1):
             pf = build_prefill(pmask[row : row + 1], [text], int(d["pad_id"]))
-            logits, _ = engine.prefill(
+            logits, _ = engine.decoder.prefill(
                 enc.prefix[row : row + 1], pf.input_ids, pf.attention_mask, pf.position_ids
             )
             scores = logits[0].astype(np.float64)
