@@ -21,7 +21,6 @@ figures are printed (and written to ``--out``). ``default_variant`` is never cha
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import shutil
 import sys
@@ -32,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from service.inference.engine import OrtEngine
+from service.inference.manifest import MANIFEST_NAME, sha256_file
 
 GRAPH_FILES = {
     "encoder": ("encoder.onnx",),
@@ -118,14 +118,17 @@ def meets(result: dict[str, dict[str, float]], bar: float) -> bool:
     return all(r["token_agreement"] >= bar and r["same_entities"] == 1.0 for r in result.values())
 
 
-def add_variant(weights: Path, name: str, graphs: dict[str, str], record: dict[str, Any]) -> None:
-    """Register ``graphs`` (graph key -> file already in ``weights``) as variant ``name``."""
-    path = weights / "manifest.json"
+def update_manifest(
+    folder: Path, files: Sequence[str], variant: tuple[str, dict[str, Any]] | None = None
+) -> None:
+    """Re-hash ``files`` in ``folder``'s manifest and, with ``variant`` = (name, entry), add
+    that variant (graph key -> file, plus its ``agreement``)."""
+    path = folder / MANIFEST_NAME
     m = json.loads(path.read_text(encoding="utf-8"))
-    for f in graphs.values():
-        m["files"][f] = hashlib.sha256((weights / f).read_bytes()).hexdigest()
-    m.setdefault("variants", {})[name] = {"graphs": graphs, "agreement": record}
-    path.write_text(json.dumps(m, indent=1) + "\n", encoding="utf-8")
+    m["files"].update({f: sha256_file(folder / f) for f in files})
+    if variant is not None:
+        m.setdefault("variants", {})[variant[0]] = variant[1]
+    path.write_text(json.dumps(m, indent=2) + "\n", encoding="utf-8")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -137,7 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     shutil.rmtree(work, ignore_errors=True)
     shutil.copytree(o.weights, work)
     quantise(o.weights, work, src_files)  # same names inside the copy: fp32 replaced there
-    _rehash(work, src_files)
+    update_manifest(work, src_files)
     ref, var = OrtEngine.from_weights(o.weights), OrtEngine.from_weights(work)
     images = image_set(o.images, ref.manifest.image_size * 2, o.real)
     result = measure(ref, var, images, o.max_new_tokens)
@@ -148,20 +151,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         for f, g in zip(src_files, out_files, strict=True):
             shutil.copyfile(work / f, o.weights / g)
         graphs = {Path(f).stem: g for f, g in zip(src_files, out_files, strict=True)}
-        add_variant(o.weights, o.name, graphs, record)
+        update_manifest(o.weights, out_files, (o.name, {"graphs": graphs, "agreement": record}))
     shutil.rmtree(work, ignore_errors=True)
     if o.out:
         o.out.write_text(json.dumps(record | {"shipped": ok}, indent=1) + "\n", encoding="utf-8")
     return 0
-
-
-def _rehash(folder: Path, files: Sequence[str]) -> None:
-    """Update the hashes of ``files`` in ``folder``'s manifest (a scratch copy)."""
-    path = folder / "manifest.json"
-    m = json.loads(path.read_text(encoding="utf-8"))
-    for f in files:
-        m["files"][f] = hashlib.sha256((folder / f).read_bytes()).hexdigest()
-    path.write_text(json.dumps(m, indent=1) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":
