@@ -8,6 +8,7 @@ behaviour (recorded batch sizes, slowness, failures) build a ``FakeEngine`` via 
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -18,6 +19,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -292,3 +294,23 @@ def client(make_client: Callable[..., Any]) -> Iterator[TestClient]:
     """A ready client with default test settings and the ``engine_factory`` engine."""
     with make_client() as c:
         yield c
+
+
+async def _serve_asgi(app: Any, sends: list[list[Callable[[Any], Any]]]) -> tuple[list[Any], str]:
+    """Run the app's lifespan, wait until ready, then each group of ``send(client)`` calls
+    concurrently, group after group: (each group's responses, the final /metrics text)."""
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+            for _ in range(500):
+                if (await c.get("/readyz")).status_code == 200:
+                    break
+                await asyncio.sleep(0.01)
+            out = [await asyncio.gather(*(send(c) for send in group)) for group in sends]
+            return out, (await c.get("/metrics")).text
+
+
+@pytest.fixture(scope="session")
+def serve_asgi() -> Callable[..., Any]:
+    """``await serve_asgi(app, [[send, ...], ...])`` -> (responses per group, /metrics text)."""
+    return _serve_asgi

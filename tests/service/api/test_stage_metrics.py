@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 
-import httpx
 import numpy as np
 
 from service.app import create_app
@@ -16,24 +15,11 @@ from service.metrics import BATCH_STAGES, REQUEST_STAGES_BY_ENDPOINT, build_metr
 PNG = {"content-type": "image/png"}
 
 
-async def _serve(app, sends):
-    """Run the lifespan, wait until ready, run ``sends`` (one list = concurrently), in order."""
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
-            for _ in range(500):
-                if (await c.get("/readyz")).status_code == 200:
-                    break
-                await asyncio.sleep(0.01)
-            out = [await asyncio.gather(*(send(c) for send in group)) for group in sends]
-            return out, (await c.get("/metrics")).text
-
-
 def _count(reg, name: str, **labels: str) -> float | None:
     return reg.get_sample_value(f"{name}_count", labels)
 
 
-def test_batch_of_three_observes_batch_stages_once(make_settings, fake_engine, images):
+def test_batch_of_three_observes_batch_stages_once(make_settings, fake_engine, images, serve_asgi):
     eng = fake_engine(delay_s=0.02)
     settings = make_settings(max_batch=3, batch_window_ms=500, queue_size=8)
     app = create_app(settings, lambda s: eng)
@@ -45,7 +31,7 @@ def test_batch_of_three_observes_batch_stages_once(make_settings, fake_engine, i
     def ground(c):
         return c.post("/v1/ground?phrase=left%20lung", content=images["png8"], headers=PNG)
 
-    (reports, grounds), text = asyncio.run(_serve(app, [[report] * 3, [ground]]))
+    (reports, grounds), text = asyncio.run(serve_asgi(app, [[report] * 3, [ground]]))
     assert [r.status_code for r in (*reports, *grounds)] == [200] * 4
     assert eng.batch_sizes == [3] and [r.json()["batch_size"] for r in reports] == [3] * 3
     for stage in ("encoder", "decoding"):  # the fake engine's batch stages

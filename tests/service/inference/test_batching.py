@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from functools import partial
 
-import httpx
 import numpy as np
 import pytest
 
@@ -136,20 +136,13 @@ def test_stop_fails_waiting_jobs(fake_engine):
 
 
 # ------------------------------------------------------------------ through the API
-async def _serve(app, n: int, send):
-    """Run the lifespan, wait until ready, then ``send(client, i)`` n times concurrently."""
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
-            for _ in range(500):
-                if (await c.get("/readyz")).status_code == 200:
-                    break
-                await asyncio.sleep(0.01)
-            out = await asyncio.gather(*(send(c, i) for i in range(n)))
-            return out, (await c.get("/metrics")).text
+def _run(serve_asgi, app, n: int, send):
+    """``send(client, i)`` for i < n, all at once: (responses, /metrics text)."""
+    (out,), metrics = asyncio.run(serve_asgi(app, [[partial(send, i=i) for i in range(n)]]))
+    return out, metrics
 
 
-def test_api_batches_concurrent_requests(make_settings, fake_engine, images):
+def test_api_batches_concurrent_requests(make_settings, fake_engine, images, serve_asgi):
     eng = fake_engine(delay_s=0.05)
     app = create_app(make_settings(max_batch=4, batch_window_ms=50, queue_size=32), lambda s: eng)
 
@@ -157,7 +150,7 @@ def test_api_batches_concurrent_requests(make_settings, fake_engine, images):
         img = images["png8"] if i % 2 else images["png8_dark"]
         return await c.post("/v1/report", content=img, headers={"content-type": "image/png"})
 
-    responses, metrics = asyncio.run(_serve(app, 12, send))
+    responses, metrics = _run(serve_asgi, app, 12, send)
     assert [r.status_code for r in responses] == [200] * 12
     assert sum(eng.batch_sizes) == 12 and max(eng.batch_sizes) > 1
     assert all(r.json()["batch_size"] in eng.batch_sizes for r in responses)
@@ -166,7 +159,7 @@ def test_api_batches_concurrent_requests(make_settings, fake_engine, images):
     assert "cxr_queue_depth 0.0" in metrics and "cxr_in_flight_requests 1.0" in metrics
 
 
-def test_api_503_with_retry_after_past_the_bound(make_settings, fake_engine, images):
+def test_api_503_with_retry_after_past_the_bound(make_settings, fake_engine, images, serve_asgi):
     eng = fake_engine(delay_s=0.3)
     settings = make_settings(max_batch=1, max_concurrency=1, queue_size=1, retry_after_s=3)
     app = create_app(settings, lambda s: eng)
@@ -176,7 +169,7 @@ def test_api_503_with_retry_after_past_the_bound(make_settings, fake_engine, ima
             "/v1/report", content=images["png8"], headers={"content-type": "image/png"}
         )
 
-    responses, metrics = asyncio.run(_serve(app, 8, send))
+    responses, metrics = _run(serve_asgi, app, 8, send)
     codes = sorted(r.status_code for r in responses)
     assert set(codes) == {200, 503} and codes.count(200) <= 2
     for r in responses:
@@ -187,7 +180,7 @@ def test_api_503_with_retry_after_past_the_bound(make_settings, fake_engine, ima
     assert f'cxr_rejected_requests_total{{reason="overload"}} {float(codes.count(503))}' in metrics
 
 
-def test_api_timeout_is_504(make_settings, fake_engine, images):
+def test_api_timeout_is_504(make_settings, fake_engine, images, serve_asgi):
     eng = fake_engine(delay_s=0.5)
     app = create_app(make_settings(request_timeout_s=0.1), lambda s: eng)
 
@@ -196,6 +189,6 @@ def test_api_timeout_is_504(make_settings, fake_engine, images):
             "/v1/ground?phrase=lung", content=images["png8"], headers={"content-type": "image/png"}
         )
 
-    (r,), metrics = asyncio.run(_serve(app, 1, send))
+    (r,), metrics = _run(serve_asgi, app, 1, send)
     assert r.status_code == 504 and r.json()["type"].endswith("/timeout")
     assert 'cxr_rejected_requests_total{reason="timeout"} 1.0' in metrics
