@@ -2,8 +2,9 @@
 
 ``python -m model_export.quant_agreement --weights weights --graphs encoder,decoder --images 24``
 
-Dynamic int8 (ONNX Runtime ``quantize_dynamic``, weights int8, activations quantised at run
-time; CPU) of the chosen graphs of an exported folder. Both engines (fp32 and the variant)
+Dynamic int8 of the chosen graphs of an exported folder, made exactly as the exporter's
+``--int8`` makes it (``export.graphs.quantize_int8``: MatMul, Gemm and Gather weights int8,
+activations quantised at run time; CPU). Both engines (fp32 and the variant)
 generate reports for a fixed image set (test phantoms, seeds 10000+, never trained on; plus
 ``--real`` files), greedy and beam 3, 100 new tokens at most. Measured per search:
 
@@ -33,10 +34,10 @@ import numpy as np
 from service.inference.engine import OrtEngine
 from service.inference.manifest import MANIFEST_NAME, sha256_file
 
-GRAPH_FILES = {
-    "encoder": ("encoder.onnx",),
-    "decoder": ("decoder_prefill.onnx", "decoder_step.onnx"),
-    "text_encoder": ("text_encoder.onnx",),
+GRAPH_KEYS = {  # --graphs name -> manifest graph keys
+    "encoder": ("encoder",),
+    "decoder": ("decoder_prefill", "decoder_step"),
+    "text_encoder": ("text_encoder",),
 }
 
 
@@ -44,7 +45,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m model_export.quant_agreement", description=__doc__)
     p.add_argument("--weights", type=Path, default=Path("weights"))
     p.add_argument("--name", default="int8", help="variant name in the manifest")
-    p.add_argument("--graphs", default="encoder,decoder", help=f"of {sorted(GRAPH_FILES)}")
+    p.add_argument("--graphs", default="encoder,decoder", help=f"of {sorted(GRAPH_KEYS)}")
     p.add_argument("--images", type=int, default=24, help="test phantoms in the fixed set")
     p.add_argument("--real", nargs="*", default=[], help="real images added to the set")
     p.add_argument("--bar", type=float, default=0.98, help="token agreement to ship")
@@ -53,13 +54,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def quantise(src: Path, dst: Path, files: Sequence[str]) -> None:
-    """Dynamic int8 copies of ``files`` (graph file names) from ``src`` into ``dst``."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+def quantise(folder: Path, keys: Sequence[str]) -> dict[str, str]:
+    """The exporter's dynamic int8 (``export.graphs.quantize_int8``) of the graphs ``keys`` of
+    ``folder``, written beside them: graph key -> ``*.int8.onnx`` file."""
+    from model_export.export.graphs import GraphIO, quantize_int8
 
-    dst.mkdir(parents=True, exist_ok=True)
-    for f in files:
-        quantize_dynamic(str(src / f), str(dst / f), weight_type=QuantType.QInt8)
+    raw = json.loads((folder / MANIFEST_NAME).read_text(encoding="utf-8"))["graphs"]
+    graphs = {
+        k: GraphIO(g["file"], tuple(g["inputs"]), tuple(g["outputs"])) for k, g in raw.items()
+    }
+    return quantize_int8(folder, graphs, tuple(keys))
 
 
 def image_set(n: int, size: int, real: Sequence[str]) -> list[np.ndarray]:
@@ -134,24 +138,24 @@ def update_manifest(
 def main(argv: Sequence[str] | None = None) -> int:
     o = parse_args(argv)
     names = [g.strip() for g in o.graphs.split(",") if g.strip()]
-    src_files = [f for g in names for f in GRAPH_FILES[g]]
-    out_files = [f.replace(".onnx", f".{o.name}.onnx") for f in src_files]
-    work = o.weights.parent / f".{o.weights.name}.{o.name}.tmp"
+    keys = [k for g in names for k in GRAPH_KEYS[g]]
+    work = o.weights.parent / f".{o.weights.name}.{o.name}.tmp"  # scratch copy with the variant
     shutil.rmtree(work, ignore_errors=True)
     shutil.copytree(o.weights, work)
-    quantise(o.weights, work, src_files)  # same names inside the copy: fp32 replaced there
-    update_manifest(work, src_files)
-    ref, var = OrtEngine.from_weights(o.weights), OrtEngine.from_weights(work)
+    files = quantise(work, keys)
+    update_manifest(work, list(files.values()), (o.name, {"graphs": files}))
+    ref, var = OrtEngine.from_weights(o.weights), OrtEngine.from_weights(work, variant=o.name)
     images = image_set(o.images, ref.manifest.image_size * 2, o.real)
     result = measure(ref, var, images, o.max_new_tokens)
-    record = {"graphs": names, "images": len(images), "bar": o.bar, **result}
+    record: dict[str, Any] = {"graphs": names, "images": len(images), "bar": o.bar, **result}
     ok = meets(result, o.bar)
     print(json.dumps(record, indent=1), "\nshipped" if ok else "\nnot shipped: below the bar")
     if ok:
-        for f, g in zip(src_files, out_files, strict=True):
-            shutil.copyfile(work / f, o.weights / g)
-        graphs = {Path(f).stem: g for f, g in zip(src_files, out_files, strict=True)}
-        update_manifest(o.weights, out_files, (o.name, {"graphs": graphs, "agreement": record}))
+        for f in files.values():
+            shutil.copyfile(work / f, o.weights / f)
+        update_manifest(
+            o.weights, list(files.values()), (o.name, {"graphs": files, "agreement": record})
+        )
     shutil.rmtree(work, ignore_errors=True)
     if o.out:
         o.out.write_text(json.dumps(record | {"shipped": ok}, indent=1) + "\n", encoding="utf-8")
