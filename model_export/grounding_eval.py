@@ -189,7 +189,10 @@ def _phrases(
     for text, mask in finding_phrases(ph, fm, labels):
         emb = engine.embed_text([text])[0]
         patch = np.zeros((g * g, emb.shape[0]), np.float32)
-        d, _, _ = phrase_density(text, maps, ev, patch, emb, labels, scores.rules.evidence_power)
+        r = scores.rules
+        d, _, _ = phrase_density(
+            text, maps, ev, patch, emb, labels, r.evidence_power, r.evidence_sigma
+        )
         scores.add_phrase("model", d, mask)
         d_atlas, _, _ = phrase_density(text, atlas.reshape(-1, g, g), None, patch, emb, labels)
         scores.add_phrase("atlas", d_atlas, mask)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 TEMPERATURES = np.exp(np.linspace(np.log(0.25), np.log(8.0), 121))  # search grid
@@ -34,6 +36,46 @@ def best_threshold(probs: np.ndarray, targets: np.ndarray, default: float = 0.5)
         if f1 > best_f1:
             best, best_f1 = float(thr), f1
     return best
+
+
+#: A threshold above every probability: the label is never predicted.
+NEVER = 1.01
+
+
+def micro_f1_thresholds(
+    probs: np.ndarray,
+    targets: np.ndarray,
+    start: Sequence[float],
+    free: Sequence[int],
+    rounds: int = 3,
+) -> list[float]:
+    """Per-label thresholds maximising the micro F1 over all labels (coordinate ascent).
+
+    ``probs`` and ``targets`` (N, C); ``start`` (C,) initial thresholds; only the columns in
+    ``free`` move, each over its rounded probabilities and :data:`NEVER` (a label whose
+    predictions cost more false positives than they find is switched off). Ties keep the
+    current threshold. A label's F1-optimal threshold (:func:`best_threshold`) is not the
+    micro-optimal one: a chance-level label predicted everywhere adds many false positives.
+    """
+    p, t = np.asarray(probs, np.float64), np.asarray(targets).astype(bool)
+    thr = np.asarray(start, np.float64).copy()
+    pred = p >= thr
+    tp = (pred & t).sum(0).astype(float)
+    npred = pred.sum(0).astype(float)
+    pos = float(t.sum())
+    for _ in range(rounds):
+        for c in free:
+            rest_tp, rest_pred = tp.sum() - tp[c], npred.sum() - npred[c]
+            best, best_f1 = thr[c], 2 * tp.sum() / max(1.0, npred.sum() + pos)
+            for cand in (*np.unique(np.round(p[:, c], 4)), NEVER):
+                pc = p[:, c] >= cand
+                f1 = 2 * (rest_tp + (pc & t[:, c]).sum()) / max(1.0, rest_pred + pc.sum() + pos)
+                if f1 > best_f1 + 1e-12:
+                    best, best_f1 = float(cand), f1
+            thr[c] = best
+            pc = p[:, c] >= best
+            tp[c], npred[c] = float((pc & t[:, c]).sum()), float(pc.sum())
+    return [float(x) for x in thr]
 
 
 def expected_calibration_error(probs: np.ndarray, targets: np.ndarray, bins: int = 10) -> float:

@@ -18,7 +18,8 @@ Choices the release leaves open (``ssacl-method.md`` §3, [INF]), made here; the
 * **Phrase grounding** (``/ground``): the phrase's region is the node(s) it names (or, for a
   finding alone, the finding's default anatomy); when the phrase mentions a finding and the
   weights have a patch entity head, the region density is multiplied by the patch evidence of
-  that finding raised to ``evidence_power`` (``anatomy-map-x-finding-evidence``), so "small
+  that finding, smoothed by ``evidence_sigma`` patches and raised to ``evidence_power`` (both
+  chosen on validation phantoms; ``anatomy-map-x-finding-evidence``), so "small
   right pleural effusion" peaks on the effusion inside the right lung. A phrase naming
   neither anatomy nor a finding falls back to the release's cosine(patch embedding, phrase
   embedding) (``text-patch-similarity``).
@@ -40,6 +41,7 @@ from service.inference.heatmaps import (
     box_in_pixels,
     density,
     display_grid,
+    gaussian_smooth,
     node_density,
     reference_area,
     upsample,
@@ -175,11 +177,13 @@ def phrase_density(
     text_emb: np.ndarray,
     labels: Sequence[str],
     power: float = 1.0,
+    sigma: float = 0.0,
 ) -> tuple[np.ndarray, tuple[int, ...], str]:
     """(g, g) density of one phrase, the nodes it names and the method that made the map.
 
     ``evidence`` (14, g, g) patch finding probabilities (None or all zero: no patch head),
-    raised to ``power`` (``MapRules.evidence_power``, chosen on validation phantoms).
+    Gaussian-smoothed by ``sigma`` patches (``MapRules.evidence_sigma``), then raised to
+    ``power`` (``MapRules.evidence_power``); both chosen on validation phantoms.
     """
     _, findings = stated_findings(phrase)
     named = tuple(dict.fromkeys(sentence_anatomy(phrase, findings)))
@@ -192,6 +196,8 @@ def phrase_density(
     if not findings or not has_evidence or evidence is None:
         return region, named, "anatomy-map"
     ev = np.mean([evidence[labels.index(f)] for f in findings if f in labels], axis=0)
+    if sigma > 0:
+        ev = gaussian_smooth(ev, sigma)
     return density(region * ev**power), named, "anatomy-map-x-finding-evidence"
 
 
@@ -212,8 +218,9 @@ def phrase_grounding(
     ``node_text_emb`` (32, E). Box in ``image_hw`` pixels; heatmap at ``heatmap_hw``."""
     rules = rules or MapRules()
     d, named, method = phrase_density(
-        phrase, node_maps, evidence, patch_emb, text_emb, labels, rules.evidence_power
-    )
+        phrase, node_maps, evidence, patch_emb, text_emb, labels, rules.evidence_power,
+        rules.evidence_sigma,
+    )  # fmt: skip
     area = reference_area(named, rules) if method == "anatomy-map" else None
     grid = display_grid(d, rules, area)
     pool = list(named) or list(range(anatomy.NUM_NODES))

@@ -51,6 +51,7 @@ class MapRules:
     density_full_scale: float = 8.0  # density (x uniform) shown as 1
     area_scale: float = 1.0  # membership reference area = area_scale x exp(reference entropy)
     evidence_power: float = 1.0  # phrase map = region x evidence ** this (sharpens the finding)
+    evidence_sigma: float = 0.0  # Gaussian sigma (patches) on the patch evidence before the power
     reference_entropy: tuple[float, ...] = ()  # per node, nats; () = flat reference
     node_maps: str = "anatomy-pooling"  # how the node maps were made
     phrase_maps: str = "node-map-x-patch-evidence"  # how phrase maps are made
@@ -69,6 +70,7 @@ class MapRules:
             density_full_scale=float(g.get("density_full_scale", 8.0)),
             area_scale=float(g.get("area_scale", 1.0)),
             evidence_power=float(g.get("evidence_power", 1.0)),
+            evidence_sigma=float(g.get("evidence_sigma", 0.0)),
             reference_entropy=tuple(float(x) for x in g.get("reference_entropy", ())),
             node_maps=str(g.get("node_maps", "anatomy-pooling")),
             phrase_maps=str(g.get("phrase_maps", "node-map-x-patch-evidence")),

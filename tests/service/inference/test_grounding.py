@@ -201,3 +201,25 @@ def test_evidence_power_sharpens_the_finding_map() -> None:
     assert d1[10, 2] / d1[0, 0] == pytest.approx(2.0) and d4[10, 2] / d4[0, 0] == pytest.approx(
         16.0
     )
+
+
+def test_evidence_sigma_smooths_the_evidence_before_the_power() -> None:
+    from service.inference.grounding import phrase_density
+    from service.inference.heatmaps import gaussian_smooth
+
+    g = 14
+    maps = np.full((32, g, g), 1.0 / g**2, np.float32)
+    evidence = np.full((14, g, g), 0.1, np.float32)
+    effusion = anatomy.CHEXPERT_LABELS.index("Pleural Effusion")
+    evidence[effusion, 10, 3] = 0.9  # one spike patch
+    zeros = np.zeros((g * g, 4), np.float32)
+    args = ("pleural effusion", maps, evidence, zeros, np.zeros(4, np.float32))
+    sharp, _, _ = phrase_density(*args, anatomy.CHEXPERT_LABELS, 2.0, 0.0)
+    smooth, _, _ = phrase_density(*args, anatomy.CHEXPERT_LABELS, 2.0, 1.0)
+    # the region is flat, so the density is (smoothed evidence) ** 2 scaled to mean 1
+    want = gaussian_smooth(evidence[effusion], 1.0).astype(np.float64) ** 2
+    np.testing.assert_allclose(smooth, want * want.size / want.sum(), rtol=1e-5)
+    assert np.unravel_index(np.argmax(smooth), smooth.shape) == (10, 3)
+    # smoothing spreads the spike: its neighbours gain, the peak's share falls
+    assert smooth[10, 4] / smooth[0, 0] > sharp[10, 4] / sharp[0, 0]
+    assert smooth[10, 3] < sharp[10, 3]
