@@ -32,7 +32,7 @@ from model_export.metrics.calibration import (
     micro_f1_thresholds,
 )
 from service.inference.engine import OrtEngine
-from service.inference.heatmaps import MapRules, display_grid
+from service.inference.heatmaps import PARENT_MAPS, MapRules, display_grid
 from service.inference.manifest import MANIFEST_NAME, write_manifest
 
 FOLDER_LABELS = ("Pneumonia", "Lung Opacity", "No Finding")
@@ -46,6 +46,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--dry-run", action="store_true", help="report only, keep the manifest")
     p.add_argument("--tune-maps", action="store_true", help="also choose smoothing / area scale")
+    p.add_argument(
+        "--parent-maps", choices=PARENT_MAPS, default=None, help="set the parent-map rule first"
+    )
     p.add_argument(
         "--map-phantoms", type=int, default=None, help="--tune-maps phantoms (default: val / 4)"
     )
@@ -201,6 +204,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     opts = parse_args(argv)
     root = Path(opts.weights)
     engine = OrtEngine.from_weights(root)
+    if opts.parent_maps:
+        engine.map_rules = dataclasses.replace(engine.map_rules, parent_maps=opts.parent_maps)
     temps, thresholds, info = fit(engine, opts)
     if opts.folder:
         info["real_test_ece"] = real_ece(engine, Path(opts.folder), temps, opts.batch_size)
@@ -209,6 +214,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(json.dumps(cal, indent=1))
     n_maps = opts.map_phantoms or opts.val_phantoms // 4
     tuned = tune_maps(engine, n_maps, opts.batch_size) if opts.tune_maps else {}
+    if opts.parent_maps:
+        tuned["parent_maps"] = opts.parent_maps
     if tuned:
         print(json.dumps(tuned, indent=1))
     if not opts.dry_run:

@@ -24,6 +24,7 @@ from model_export.data.atlas import phantom_atlas
 from model_export.data.augment import JITTER_TEST, Augmenter
 from model_export.data.pipeline import PhantomSource, finding_masks, phantom_seeds
 from model_export.data.records import TrainSample
+from model_export.evaluation.lung_boxes import evaluate_lung_boxes
 from model_export.metrics.grounding import GroundingScores, aggregate, score_map
 from model_export.real_checks import batches, encode, evaluate_real, real_images
 from model_export.ssacl import anatomy
@@ -53,6 +54,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--real", nargs="*", default=[], help="more real images (PNG/JPEG/DICOM)")
     p.add_argument("--atlas-phantoms", type=int, default=256, help="as in training")
     p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument(
+        "--lung-boxes", default=None, help="hand-marked real lung boxes (real_lung_boxes.json)"
+    )
     return p.parse_args(argv)
 
 
@@ -221,6 +225,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, imgs in real_images(o.folder, o.real).items():
         res[name] = evaluate_real(engine, imgs, o.batch_size)
         print(name, json.dumps(res[name]["mean"]))
+    if o.lung_boxes:
+        res["real_lung_boxes"] = evaluate_lung_boxes(engine, Path(o.lung_boxes))
+        print("real_lung_boxes", json.dumps(res["real_lung_boxes"]["mean"]))
     out = Path(o.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=1, default=str) + "\n", encoding="utf-8")

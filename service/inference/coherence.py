@@ -16,8 +16,10 @@ first matching reason wins:
   ``drop_unpredicted_positive``, a finding outside ``positives`` stated positive.
 * ``contradicts_report``: a finding stated 1 after 0 (or 0 after 1) at related anatomy ("normal
   heart size" then "cardiomegaly"; "no left effusion" then "right effusion" is fine); a finding
-  stated bilaterally after a one-sided statement of it; "No Finding" against a positive acute
-  finding, either order.
+  stated bilaterally after a one-sided statement of it, or stated at one side after a
+  statement of it at the other side, neither saying bilateral (the issue's rule: a report that
+  means both sides says "bilateral"; the first statement is kept); "No Finding" against a
+  positive acute finding, either order.
 
 Choices: uncertain statements never contradict. Support Devices is multi-instance ("ET tube
 in place. No central line."): its facts sit at the named device's node (ET tube -> trachea,
@@ -121,7 +123,10 @@ def _conflicts(fact: Fact, earlier: Fact) -> bool:
         return _related(fact.nodes, earlier.nodes)
     if fact.finding == SUPPORT_DEVICES or not fact.code == earlier.code == 1:
         return False
-    return fact.bilateral and len(_sides(earlier.nodes)) == 1 and not earlier.bilateral
+    side, earlier_side = _sides(fact.nodes), _sides(earlier.nodes)
+    if earlier.bilateral or len(earlier_side) != 1:
+        return False
+    return fact.bilateral or (len(side) == 1 and side != earlier_side)
 
 
 def _against_entities(

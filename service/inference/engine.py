@@ -23,7 +23,7 @@ from model_export.ssacl import entities as ent
 from service.imaging.preprocess import batch_inputs, to_model_input
 from service.inference.coherence import coherent_sentences, kept_text
 from service.inference.grounding import phrase_grounding, sentence_groundings, split_sections
-from service.inference.heatmaps import MapRules
+from service.inference.heatmaps import MapRules, with_leaf_maps
 from service.inference.manifest import Manifest, WeightsError, graph_files, load_manifest
 from service.inference.ort_decoder import OrtDecoder
 from service.inference.search import Decoded
@@ -46,7 +46,7 @@ GRAPHS = ("encoder", "decoder_prefill", "decoder_step", "text_encoder")
 class EncoderOutput:
     """``encoder.onnx`` outputs for a batch (see ``model_export.export.wrappers``)."""
 
-    node_attn: np.ndarray  # (B, 32, g, g) per-node maps
+    node_attn: np.ndarray  # (B, 32, g, g) per-node maps as shown (``MapRules.parent_maps``)
     entity_probs: np.ndarray  # (B, 14) calibrated: sigmoid(logit / temperature of the label)
     prefix: np.ndarray  # (B, P, Ddec) decoder visual prefix
     patch_emb: np.ndarray  # (B, N, E) L2-normalised patch embeddings
@@ -76,6 +76,8 @@ class OrtEngine:
         self.decoder = OrtDecoder(sessions, manifest.decoder, self.decoder_tokenizer)
         self._graph_outputs = {k: g.outputs for k, g in manifest.graphs.items()}
         self.map_rules = MapRules.from_manifest(manifest.raw)
+        # reference area of each node in patches (weights of the parent-map mixture)
+        self._node_areas = tuple(float(np.exp(h)) for h in self.map_rules.reference_entropy)
         n, cal = len(manifest.labels), manifest.raw.get("calibration") or {}
         self.temperature = np.asarray(cal.get("temperature", [1.0] * n), np.float64)
         self.thresholds = np.asarray(
@@ -170,7 +172,8 @@ class OrtEngine:
         logits = outs["pathology_logits"].astype(np.float64)
         probs = 1.0 / (1.0 + np.exp(-logits / self.temperature))
         return EncoderOutput(
-            outs["node_attn"], probs, outs["prefix"], outs["patch_emb"],
+            with_leaf_maps(outs["node_attn"], self.map_rules.parent_maps, self._node_areas),
+            probs, outs["prefix"], outs["patch_emb"],
             outs.get("patch_evidence"), logits,
         )  # fmt: skip
 

@@ -5,6 +5,9 @@ The rules (constants come from the manifest's ``grounding`` section, see :class:
 * **Density.** A node map is a distribution over the g x g patches (the pooling weights sum to
   1). It is shown as a density relative to a uniform map: ``d = map * g * g`` (1 = uniform).
   Several nodes (both CP angles) are averaged, which keeps the total mass.
+* **Parent nodes** (``parent_maps``): with ``own-and-leaves`` a parent's map ("right lung",
+  "lungs") is its own map mixed with its leaves' maps by reference area (:func:`with_leaf_maps`),
+  so it covers what its parts cover; ``own`` keeps the pooled map alone.
 * **No stretch.** Maps are smoothed (Gaussian, sigma in patches), then shown on a fixed scale,
   never min-max stretched, so a flat map stays flat and dim:
   - an anatomy map as **membership** ``1 - 2 ** (-p * A)``: p is the patch's share of the
@@ -39,6 +42,7 @@ from PIL import Image
 from service.imaging.arrays import as_2d
 from service.inference.types import Box
 
+PARENT_MAPS = ("own", "own-and-leaves")  # rules for a parent node's map (with_leaf_maps)
 BOX_MAX_SIDE = 64  # boxes are found on a map of at most this side (+-1.6%), then scaled
 
 
@@ -54,6 +58,7 @@ class MapRules:
     evidence_sigma: float = 0.0  # Gaussian sigma (patches) on the patch evidence before the power
     reference_entropy: tuple[float, ...] = ()  # per node, nats; () = flat reference
     node_maps: str = "anatomy-pooling"  # how the node maps were made
+    parent_maps: str = "own"  # "own" or "own-and-leaves" (see :func:`with_leaf_maps`)
     phrase_maps: str = "node-map-x-patch-evidence"  # how phrase maps are made
 
     @classmethod
@@ -64,6 +69,9 @@ class MapRules:
             return cls(
                 node_maps="release-last-block-attention", phrase_maps="text-patch-similarity"
             )
+        parent_maps = str(g.get("parent_maps", "own"))
+        if parent_maps not in PARENT_MAPS:
+            raise ValueError(f"grounding.parent_maps must be one of {PARENT_MAPS}: {parent_maps!r}")
         return cls(
             smooth_sigma=float(g.get("smooth_sigma", 1.5)),
             box_threshold=float(g.get("box_threshold", 0.5)),
@@ -73,8 +81,44 @@ class MapRules:
             evidence_sigma=float(g.get("evidence_sigma", 0.0)),
             reference_entropy=tuple(float(x) for x in g.get("reference_entropy", ())),
             node_maps=str(g.get("node_maps", "anatomy-pooling")),
+            parent_maps=parent_maps,
             phrase_maps=str(g.get("phrase_maps", "node-map-x-patch-evidence")),
         )
+
+
+def _leaf_mixing(areas: tuple[float, ...]) -> np.ndarray:
+    """(32, 32) weights: row n mixes node n and the leaves under it in proportion to their
+    reference ``areas`` (patches; all 1 when empty); a leaf's row is the identity."""
+    from model_export.ssacl import anatomy
+
+    size = np.ones(anatomy.NUM_NODES) if not areas else np.asarray(areas, np.float64)
+    w = np.zeros((anatomy.NUM_NODES, anatomy.NUM_NODES), np.float32)
+    for n in range(anatomy.NUM_NODES):
+        group = sorted({n, *anatomy.leaves_under(n)})
+        w[n, group] = size[group] / size[group].sum()
+    return w
+
+
+def with_leaf_maps(
+    maps: np.ndarray, rule: str = "own-and-leaves", areas: Sequence[float] = ()
+) -> np.ndarray:
+    """(..., 32, g, g) node maps -> the maps shown for each node under ``rule``.
+
+    ``"own"``: unchanged. ``"own-and-leaves"``: each parent node's map is the mixture of its
+    own map and the maps of the leaves under it ("right lung" = itself, its zones, angle and
+    hemidiaphragm), each weighted by its reference area in patches (``areas``, 32 values: a
+    small, concentrated leaf does not take the parent's peak), so a parent covers what its
+    parts cover. Leaf maps are unchanged; every map keeps its total mass. Chosen because the
+    parent maps alone fall short of the lungs' extent on real radiographs
+    (``docs/GROUNDING.md``).
+    """
+    if rule == "own":
+        return maps
+    if rule != "own-and-leaves":
+        raise ValueError(f"parent_maps must be one of {PARENT_MAPS}, got {rule!r}")
+    mix = _leaf_mixing(tuple(float(a) for a in areas))
+    out: np.ndarray = np.einsum("nk,...khw->...nhw", mix, maps).astype(maps.dtype)
+    return out
 
 
 def density(m: np.ndarray) -> np.ndarray:

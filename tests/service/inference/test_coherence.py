@@ -49,7 +49,7 @@ def test_paraphrased_repeat_real_example() -> None:
 
 
 def test_same_finding_elsewhere_is_not_a_repeat() -> None:
-    report = ["opacity in the right mid lung zone.", "opacity in the left lower lobe."]
+    report = ["opacity in the right mid lung zone.", "opacity in the right lower lobe."]
     assert coherent_sentences(report, ())[0] == [0, 1]
 
 
@@ -85,16 +85,23 @@ def test_opposite_sides_do_not_contradict() -> None:
 @pytest.mark.parametrize(
     ("report", "kept", "reason"),
     [
-        (["right pleural effusion.", "left pleural effusion."], [0, 1], None),
+        (["right pleural effusion.", "left pleural effusion."], [0], "contradicts_report"),
+        (["opacity in the right lower lung zone.", "opacity in the left upper lobe."], [0],
+         "contradicts_report"),
         (["right pleural effusion.", "bilateral pleural effusions."], [0], "contradicts_report"),
         (["bilateral pleural effusions.", "right pleural effusion."], [0], "repeated"),
-        (["right effusion.", "left effusion.", "bilateral effusions."], [0, 1], "repeated"),
+        (["no right effusion.", "left pleural effusion."], [0, 1], None),
     ],
-)
+)  # fmt: skip
 def test_laterality(report: list[str], kept: list[int], reason: str | None) -> None:
     got, counts = coherent_sentences(report, ())
     assert got == kept
     assert counts == (dropped(**{reason: 1}) if reason else dropped())
+
+
+def test_one_side_then_unsided_then_bilateral() -> None:
+    report = ["right effusion.", "effusion.", "bilateral effusions."]
+    assert coherent_sentences(report, ()) == ([0], dropped(repeated=1, contradicts_report=1))
 
 
 def test_unsided_mention_after_sided_is_a_repeat() -> None:

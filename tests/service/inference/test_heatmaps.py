@@ -70,3 +70,34 @@ def test_heatmap_png_round_trip() -> None:
     assert rgba.shape == (10, 14, 4)
     np.testing.assert_array_equal(rgba[..., 3], np.asarray(grey))  # alpha = value
     assert rgba[0, 0, 2] > rgba[0, 0, 0] and rgba[-1, -1, 0] > rgba[-1, -1, 2]  # blue -> red
+
+
+def test_parent_maps_mix_own_and_leaf_maps_by_area() -> None:
+    from model_export.ssacl import anatomy
+    from service.inference.heatmaps import MapRules, with_leaf_maps
+
+    g = 4
+    maps = np.zeros((32, g, g), np.float32)
+    for n in range(32):  # node n puts all its mass on patch n % 16
+        maps[n].flat[n % (g * g)] = 1.0
+    areas = [1.0] * 32
+    areas[12] = 2.0  # right costophrenic angle counts twice
+    out = with_leaf_maps(maps, "own-and-leaves", areas)
+    right = anatomy.node_id("right lung")  # 5: leaves 7..13, total area 1 + 6 + 2 = 9
+    assert anatomy.leaves_under(right) == (7, 8, 9, 10, 11, 12, 13)
+    want = np.zeros(g * g)
+    for k, a in zip((5, 7, 8, 9, 10, 11, 12, 13), (1, 1, 1, 1, 1, 1, 2, 1), strict=True):
+        want[k % 16] += a / 9
+    np.testing.assert_allclose(out[right].ravel(), want, rtol=1e-6)
+    for leaf in anatomy.LEAF_IDS:  # leaves are their own maps
+        np.testing.assert_array_equal(out[leaf], maps[leaf])
+    np.testing.assert_allclose(out.sum(axis=(1, 2)), 1.0, rtol=1e-6)  # mass kept
+    batch = with_leaf_maps(np.stack([maps, maps]), "own-and-leaves", areas)
+    np.testing.assert_allclose(batch[1], out)  # (B, 32, g, g) works alike
+    assert with_leaf_maps(maps, "own") is maps
+    with pytest.raises(ValueError, match="parent_maps"):
+        with_leaf_maps(maps, "children")
+    assert MapRules.from_manifest({"grounding": {"parent_maps": "own-and-leaves"}}).parent_maps == (
+        "own-and-leaves"
+    )
+    assert MapRules.from_manifest({"grounding": {}}).parent_maps == "own"

@@ -1,0 +1,102 @@
+"""Lung boxes on real radiographs: the held-out ``POST /v1/ground`` protocol on boxes we marked.
+
+Protocol (the independent adult check's): ground ``right lung`` and ``left lung`` through the
+engine, take the box of the returned heatmap's pixels >= half its peak and the peak itself;
+score IoU with the true box and whether the peak lies inside it. Beside the model: the
+**fixed prior**, a mean lung box that never looks at the image (the mean box of each lung's
+mask over training phantoms, in fractions of the image side). Boxes are in percent of the
+image width / height (``real_lung_boxes.json``, marked by hand: a development set).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from model_export.ssacl import anatomy
+from service.inference.engine import OrtEngine
+
+LUNGS = ("right lung", "left lung")
+BOXES_FILE = Path(__file__).with_name("real_lung_boxes.json")
+PctBox = tuple[float, float, float, float]  # x0, y0, x1, y1 in percent of width / height
+
+
+def pct_iou(a: PctBox, b: PctBox) -> float:
+    """IoU of two (x0, y0, x1, y1) boxes in the same units."""
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - iw * ih
+    return iw * ih / union if union > 0 else 0.0
+
+
+def half_peak_box(heat: np.ndarray) -> tuple[PctBox, tuple[float, float]]:
+    """Box (percent) of the pixels >= half the peak of an (H, W) heatmap, and the peak (x, y)
+    in percent."""
+    h, w = heat.shape
+    ys, xs = np.nonzero(heat >= 0.5 * float(heat.max()))
+    py, px = np.unravel_index(int(np.argmax(heat)), heat.shape)
+    box = (100 * xs.min() / w, 100 * ys.min() / h, 100 * (xs.max() + 1) / w,
+           100 * (ys.max() + 1) / h)  # fmt: skip
+    return box, (100 * (float(px) + 0.5) / w, 100 * (float(py) + 0.5) / h)
+
+
+def prior_boxes(n: int, size: int = 224) -> dict[str, PctBox]:
+    """The fixed prior: mean box (percent) of each lung's mask over training phantoms 0..n-1."""
+    from model_export.data.phantom import generate_phantom
+
+    acc = {name: np.zeros(4) for name in LUNGS}
+    for seed in range(n):
+        masks = np.asarray(generate_phantom(seed, size).masks, dtype=bool)
+        for name in LUNGS:
+            ys, xs = np.nonzero(masks[anatomy.node_id(name)])
+            acc[name] += 100 * np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]) / size
+    out: dict[str, PctBox] = {}
+    for name, a in acc.items():
+        x0, y0, x1, y1 = (float(v) for v in a / n)
+        out[name] = (x0, y0, x1, y1)
+    return out
+
+
+def _inside(p: tuple[float, float], box: PctBox) -> bool:
+    return box[0] <= p[0] < box[2] and box[1] <= p[1] < box[3]
+
+
+def evaluate_lung_boxes(
+    engine: OrtEngine, boxes_file: Path = BOXES_FILE, prior_phantoms: int = 200
+) -> dict[str, Any]:
+    """Per image and lung: model and prior IoU and pointing; means; images whose file is
+    absent are skipped (listed under ``missing``)."""
+    from service.imaging.decode import decode_image
+    from service.imaging.types import DecodeLimits
+
+    spec = json.loads(boxes_file.read_text(encoding="utf-8"))
+    root = Path(spec["root"])  # relative to the project root (where the commands run)
+    prior = prior_boxes(prior_phantoms)
+    rows: list[dict[str, Any]] = []
+    missing = []
+    for rel, truth in spec["boxes"].items():
+        path = root / rel
+        if not path.is_file():
+            missing.append(rel)
+            continue
+        img = decode_image(path.read_bytes(), None, DecodeLimits()).pixels
+        h, w = img.shape
+        for g in engine.ground(img, list(LUNGS), (max(1, h // 4), max(1, w // 4))):
+            x0, y0, x1, y1 = (float(v) for v in truth[g.phrase])
+            want = (x0, y0, x1, y1)
+            box, peak = half_peak_box(g.heatmap)
+            p_box = prior[g.phrase]
+            rows.append({
+                "image": rel, "lung": g.phrase, "box": [round(v, 1) for v in box],
+                "iou": pct_iou(box, want), "pointing": float(_inside(peak, want)),
+                "laterality": float((peak[0] < 50) == (g.phrase == "right lung")),
+                "prior_iou": pct_iou(p_box, want), "prior_pointing": float(
+                    _inside(((p_box[0] + p_box[2]) / 2, (p_box[1] + p_box[3]) / 2), want)),
+            })  # fmt: skip
+    keys = ("iou", "pointing", "laterality", "prior_iou", "prior_pointing")
+    mean = {k: float(np.mean([r[k] for r in rows])) for k in keys} if rows else {}
+    return {"n": len(rows), "mean": mean, "rows": rows, "missing": missing,
+            "prior_boxes": prior, "note": spec["note"]}  # fmt: skip
