@@ -49,6 +49,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--parent-maps", choices=PARENT_MAPS, default=None, help="set the parent-map rule first"
     )
+    p.add_argument("--parent-own-weight", type=float, default=None, help="with --parent-maps")
     p.add_argument(
         "--map-phantoms", type=int, default=None, help="--tune-maps phantoms (default: val / 4)"
     )
@@ -205,7 +206,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     root = Path(opts.weights)
     engine = OrtEngine.from_weights(root)
     if opts.parent_maps:
-        engine.map_rules = dataclasses.replace(engine.map_rules, parent_maps=opts.parent_maps)
+        own = opts.parent_own_weight or engine.map_rules.parent_own_weight
+        engine.map_rules = dataclasses.replace(
+            engine.map_rules, parent_maps=opts.parent_maps, parent_own_weight=own
+        )
     temps, thresholds, info = fit(engine, opts)
     if opts.folder:
         info["real_test_ece"] = real_ece(engine, Path(opts.folder), temps, opts.batch_size)
@@ -216,6 +220,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     tuned = tune_maps(engine, n_maps, opts.batch_size) if opts.tune_maps else {}
     if opts.parent_maps:
         tuned["parent_maps"] = opts.parent_maps
+        tuned["parent_own_weight"] = engine.map_rules.parent_own_weight
     if tuned:
         print(json.dumps(tuned, indent=1))
     if not opts.dry_run:

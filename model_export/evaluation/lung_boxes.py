@@ -65,15 +65,19 @@ def _inside(p: tuple[float, float], box: PctBox) -> bool:
 
 
 def evaluate_lung_boxes(
-    engine: OrtEngine, boxes_file: Path = BOXES_FILE, prior_phantoms: int = 200
+    engine: OrtEngine,
+    boxes_file: Path = BOXES_FILE,
+    prior_phantoms: int = 200,
+    root: Path | None = None,
 ) -> dict[str, Any]:
     """Per image and lung: model and prior IoU and pointing; means; images whose file is
-    absent are skipped (listed under ``missing``)."""
+    absent under ``root`` (default: the file's ``root``, relative to the working directory)
+    are skipped and listed under ``missing``."""
     from service.imaging.decode import decode_image
     from service.imaging.types import DecodeLimits
 
     spec = json.loads(boxes_file.read_text(encoding="utf-8"))
-    root = Path(spec["root"])  # relative to the project root (where the commands run)
+    root = root or Path(spec["root"])
     prior = prior_boxes(prior_phantoms)
     rows: list[dict[str, Any]] = []
     missing = []

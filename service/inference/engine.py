@@ -171,8 +171,9 @@ class OrtEngine:
         )
         logits = outs["pathology_logits"].astype(np.float64)
         probs = 1.0 / (1.0 + np.exp(-logits / self.temperature))
+        r = self.map_rules
         return EncoderOutput(
-            with_leaf_maps(outs["node_attn"], self.map_rules.parent_maps, self._node_areas),
+            with_leaf_maps(outs["node_attn"], r.parent_maps, self._node_areas, r.parent_own_weight),
             probs, outs["prefix"], outs["patch_emb"],
             outs.get("patch_evidence"), logits,
         )  # fmt: skip

@@ -6,8 +6,9 @@ The rules (constants come from the manifest's ``grounding`` section, see :class:
   1). It is shown as a density relative to a uniform map: ``d = map * g * g`` (1 = uniform).
   Several nodes (both CP angles) are averaged, which keeps the total mass.
 * **Parent nodes** (``parent_maps``): with ``own-and-leaves`` a parent's map ("right lung",
-  "lungs") is its own map mixed with its leaves' maps by reference area (:func:`with_leaf_maps`),
-  so it covers what its parts cover; ``own`` keeps the pooled map alone.
+  "lungs") is its own map mixed with its leaves' maps by reference area, its own counted
+  ``parent_own_weight`` times (:func:`with_leaf_maps`), so it covers what its parts cover;
+  ``own`` keeps the pooled map alone.
 * **No stretch.** Maps are smoothed (Gaussian, sigma in patches), then shown on a fixed scale,
   never min-max stretched, so a flat map stays flat and dim:
   - an anatomy map as **membership** ``1 - 2 ** (-p * A)``: p is the patch's share of the
@@ -59,6 +60,7 @@ class MapRules:
     reference_entropy: tuple[float, ...] = ()  # per node, nats; () = flat reference
     node_maps: str = "anatomy-pooling"  # how the node maps were made
     parent_maps: str = "own"  # "own" or "own-and-leaves" (see :func:`with_leaf_maps`)
+    parent_own_weight: float = 2.0  # a parent's own map in its mixture, x its area
     phrase_maps: str = "node-map-x-patch-evidence"  # how phrase maps are made
 
     @classmethod
@@ -82,41 +84,54 @@ class MapRules:
             reference_entropy=tuple(float(x) for x in g.get("reference_entropy", ())),
             node_maps=str(g.get("node_maps", "anatomy-pooling")),
             parent_maps=parent_maps,
+            parent_own_weight=float(g.get("parent_own_weight", 2.0)),
             phrase_maps=str(g.get("phrase_maps", "node-map-x-patch-evidence")),
         )
 
 
-def _leaf_mixing(areas: tuple[float, ...]) -> np.ndarray:
-    """(32, 32) weights: row n mixes node n and the leaves under it in proportion to their
-    reference ``areas`` (patches; all 1 when empty); a leaf's row is the identity."""
+#: Leaves under a lung in the anatomy tree whose masks lie below the lung field, not in it:
+#: left out of their ancestors' mixtures (they pulled the "lungs" peak onto the domes).
+OUTSIDE_PARENT = ("right hemidiaphragm", "left hemidiaphragm")
+
+
+@lru_cache(maxsize=8)
+def _leaf_mixing(areas: tuple[float, ...], own_weight: float) -> np.ndarray:
+    """(32, 32) weights: row n mixes node n (weight ``own_weight`` x its area) with the leaves
+    under it (weight = area; ``areas`` in patches, all 1 when empty), leaving out
+    :data:`OUTSIDE_PARENT`; a leaf's row is the identity."""
     from model_export.ssacl import anatomy
 
     size = np.ones(anatomy.NUM_NODES) if not areas else np.asarray(areas, np.float64)
+    outside = {anatomy.node_id(name) for name in OUTSIDE_PARENT}
     w = np.zeros((anatomy.NUM_NODES, anatomy.NUM_NODES), np.float32)
     for n in range(anatomy.NUM_NODES):
-        group = sorted({n, *anatomy.leaves_under(n)})
-        w[n, group] = size[group] / size[group].sum()
+        group = [n, *(k for k in anatomy.leaves_under(n) if k != n and k not in outside)]
+        weight = size[group] * np.where(np.arange(len(group)) == 0, own_weight, 1.0)
+        w[n, group] = weight / weight.sum()
     return w
 
 
 def with_leaf_maps(
-    maps: np.ndarray, rule: str = "own-and-leaves", areas: Sequence[float] = ()
+    maps: np.ndarray,
+    rule: str = "own-and-leaves",
+    areas: Sequence[float] = (),
+    own_weight: float = 2.0,
 ) -> np.ndarray:
     """(..., 32, g, g) node maps -> the maps shown for each node under ``rule``.
 
-    ``"own"``: unchanged. ``"own-and-leaves"``: each parent node's map is the mixture of its
-    own map and the maps of the leaves under it ("right lung" = itself, its zones, angle and
-    hemidiaphragm), each weighted by its reference area in patches (``areas``, 32 values: a
-    small, concentrated leaf does not take the parent's peak), so a parent covers what its
-    parts cover. Leaf maps are unchanged; every map keeps its total mass. Chosen because the
-    parent maps alone fall short of the lungs' extent on real radiographs
+    ``"own"``: unchanged. ``"own-and-leaves"``: each parent node's map is a mixture of its own
+    map and the maps of the leaves under it ("right lung" = itself, its zones, hilum, apex and
+    angle), weighted by reference area in patches (``areas``, 32 values: a small, concentrated
+    leaf does not take the parent's peak) and ``own_weight`` for the parent itself, so a parent
+    covers what its parts cover. Leaf maps are unchanged; every map keeps its total mass.
+    Chosen because the parent maps alone fall short of the lungs' extent on real radiographs
     (``docs/GROUNDING.md``).
     """
     if rule == "own":
         return maps
     if rule != "own-and-leaves":
         raise ValueError(f"parent_maps must be one of {PARENT_MAPS}, got {rule!r}")
-    mix = _leaf_mixing(tuple(float(a) for a in areas))
+    mix = _leaf_mixing(tuple(float(a) for a in areas), float(own_weight))
     out: np.ndarray = np.einsum("nk,...khw->...nhw", mix, maps).astype(maps.dtype)
     return out
 

@@ -82,17 +82,18 @@ def test_parent_maps_mix_own_and_leaf_maps_by_area() -> None:
         maps[n].flat[n % (g * g)] = 1.0
     areas = [1.0] * 32
     areas[12] = 2.0  # right costophrenic angle counts twice
-    out = with_leaf_maps(maps, "own-and-leaves", areas)
-    right = anatomy.node_id("right lung")  # 5: leaves 7..13, total area 1 + 6 + 2 = 9
+    out = with_leaf_maps(maps, "own-and-leaves", areas, own_weight=2.0)
+    right = anatomy.node_id("right lung")  # 5: leaves 7..13; 13 (hemidiaphragm) left out
     assert anatomy.leaves_under(right) == (7, 8, 9, 10, 11, 12, 13)
+    # weights: own 2 x 1, leaves 7..11 1 each, the angle (12) 2: total 9
     want = np.zeros(g * g)
-    for k, a in zip((5, 7, 8, 9, 10, 11, 12, 13), (1, 1, 1, 1, 1, 1, 2, 1), strict=True):
+    for k, a in zip((5, 7, 8, 9, 10, 11, 12), (2, 1, 1, 1, 1, 1, 2), strict=True):
         want[k % 16] += a / 9
     np.testing.assert_allclose(out[right].ravel(), want, rtol=1e-6)
     for leaf in anatomy.LEAF_IDS:  # leaves are their own maps
         np.testing.assert_array_equal(out[leaf], maps[leaf])
     np.testing.assert_allclose(out.sum(axis=(1, 2)), 1.0, rtol=1e-6)  # mass kept
-    batch = with_leaf_maps(np.stack([maps, maps]), "own-and-leaves", areas)
+    batch = with_leaf_maps(np.stack([maps, maps]), "own-and-leaves", areas, own_weight=2.0)
     np.testing.assert_allclose(batch[1], out)  # (B, 32, g, g) works alike
     assert with_leaf_maps(maps, "own") is maps
     with pytest.raises(ValueError, match="parent_maps"):
