@@ -36,7 +36,8 @@ class Settings(BaseSettings):
     # ORT intra-op threads per session; None = ORT's default (all cores)
     intra_op_threads: int | None = Field(default=None, ge=1, le=256)
     # threads of the decoder graphs (one token per call); None = by model size (see
-    # ``service.inference.session.decoder_thread_count``: 1 for small decoders, else all cores)
+    # ``service.inference.session.decoder_thread_count``: 1 for small decoders, else all cores;
+    # small decoders use all cores for batches of >= ``WIDE_DECODER_ROWS`` search rows)
     decoder_threads: int | None = Field(default=None, ge=1, le=256)
     # Ed25519 public key (PEM text, base64 of the raw 32 bytes, or a file path): when set, the
     # weights need a manifest.sig that verifies with it; None = no signature check

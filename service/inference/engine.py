@@ -28,9 +28,11 @@ from service.inference.manifest import Manifest, WeightsError, graph_files, load
 from service.inference.ort_decoder import OrtDecoder
 from service.inference.search import Decoded
 from service.inference.session import (
+    WIDE_DECODER_ROWS,
     choose_providers,
     create_session,
     decoder_thread_count,
+    physical_cores,
     provider_in_use,
     run,
     verify_providers,
@@ -40,6 +42,7 @@ from service.inference.types import GenerateOptions, Grounding, Report
 __all__ = ["EncoderOutput", "OrtEngine", "WeightsError"]
 log = logging.getLogger(__name__)
 GRAPHS = ("encoder", "decoder_prefill", "decoder_step", "text_encoder")
+DECODER_GRAPHS = ("decoder_prefill", "decoder_step")
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,7 @@ class OrtEngine:
         manifest: Manifest,
         sessions: dict[str, ort.InferenceSession],
         variant: str,
+        wide_decoder: dict[str, ort.InferenceSession] | None = None,
     ) -> None:
         self.manifest = manifest
         self.sessions = sessions
@@ -73,7 +77,9 @@ class OrtEngine:
         self.text_tokenizer.no_truncation()
         self.node_text_emb = np.load(manifest.path(manifest.raw["constants"]["node_text_emb"]))
         self._dec = manifest.decoder
-        self.decoder = OrtDecoder(sessions, manifest.decoder, self.decoder_tokenizer)
+        self.decoder = OrtDecoder(
+            sessions, manifest.decoder, self.decoder_tokenizer, wide_decoder, WIDE_DECODER_ROWS
+        )
         self._graph_outputs = {k: g.outputs for k, g in manifest.graphs.items()}
         self.map_rules = MapRules.from_manifest(manifest.raw)
         # reference area of each node in patches (weights of the parent-map mixture)
@@ -111,7 +117,10 @@ class OrtEngine:
             for k in GRAPHS
         }
         in_use = verify_providers(provider, sessions)  # cuda: refuses a silent CPU fallback
-        engine = cls(m, sessions, name)
+        wide = None  # large batches: the decoder graphs again, on all threads (WIDE_DECODER_ROWS)
+        if decoder_threads is None and dec == 1 and (threads or physical_cores()) > 1:
+            wide = {k: create_session(m.path(files[k]), providers, threads) for k in DECODER_GRAPHS}
+        engine = cls(m, sessions, name, wide)
         log.info(
             "ORT engine %s %s (%s) on %s (requested %s), intra-op threads %s",
             m.name, m.version, name, in_use, provider,
@@ -284,4 +293,7 @@ class OrtEngine:
         """One tiny generate and ground call so the first request is not slow."""
         blank = np.full((self.manifest.image_size,) * 2, 0.5, np.float32)
         self.generate([blank], GenerateOptions(max_new_tokens=2, heatmaps=False))
+        if self.decoder.wide is not None:  # the large-batch decoder sessions too
+            n = -(-self.decoder.wide_from_rows // 3)  # images at beam 3
+            self.generate([blank] * n, GenerateOptions(3, max_new_tokens=2, heatmaps=False))
         self.ground(blank, ["lungs"])

@@ -8,7 +8,7 @@ ids, lengths, default penalties) come from the manifest's ``decoder`` section.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -69,30 +69,56 @@ class OrtDecoder:
         sessions: Mapping[str, ort.InferenceSession],
         constants: Mapping[str, Any],
         tokenizer: Tokenizer,
+        wide: Mapping[str, ort.InferenceSession] | None = None,
+        wide_from_rows: int = 0,
     ) -> None:
+        """``wide``: the decoder graphs on more threads, used for searches of at least
+        ``wide_from_rows`` rows (images x beams); None: ``sessions`` always."""
         self.sessions = sessions
         self.constants = constants
         self.tokenizer = tokenizer
+        self.wide = wide
+        self.wide_from_rows = wide_from_rows
+
+    def sessions_for(self, rows: int) -> Mapping[str, ort.InferenceSession]:
+        """The decoder sessions for a search of ``rows`` rows (images x beams)."""
+        if self.wide is not None and rows >= self.wide_from_rows:
+            return self.wide
+        return self.sessions
 
     def prefill(
-        self, prefix: np.ndarray, input_ids: np.ndarray, mask: np.ndarray, pos: np.ndarray
+        self,
+        prefix: np.ndarray,
+        input_ids: np.ndarray,
+        mask: np.ndarray,
+        pos: np.ndarray,
+        sessions: Mapping[str, ort.InferenceSession] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """``decoder_prefill.onnx``: last logits (B, V) and the cache."""
         feeds = {"prefix": prefix, "input_ids": input_ids, "attention_mask": mask}
         feeds["position_ids"] = pos
-        logits, kv = run(self.sessions["decoder_prefill"], ("logits", "present"), feeds)
+        sess = (sessions or self.sessions)["decoder_prefill"]
+        logits, kv = run(sess, ("logits", "present"), feeds)
         return logits, kv
 
-    def _step(self, tokens: np.ndarray, c: _Cache) -> tuple[np.ndarray, _Cache]:
-        mask = np.concatenate([c.mask, np.ones((len(tokens), 1), np.int64)], axis=1)
-        feeds = {
-            "input_ids": tokens[:, None],
-            "attention_mask": mask,
-            "position_ids": c.next_pos[:, None],
-            "past": c.kv,
-        }
-        logits, kv = run(self.sessions["decoder_step"], ("logits", "present"), feeds)
-        return logits, _Cache(kv, mask, c.next_pos + 1)
+    def _stepper(
+        self, sessions: Mapping[str, ort.InferenceSession]
+    ) -> Callable[[np.ndarray, _Cache], tuple[np.ndarray, _Cache]]:
+        """One ``decoder_step.onnx`` call per token on ``sessions`` (the search's ``step``)."""
+        sess = sessions["decoder_step"]
+
+        def step(tokens: np.ndarray, c: _Cache) -> tuple[np.ndarray, _Cache]:
+            mask = np.concatenate([c.mask, np.ones((len(tokens), 1), np.int64)], axis=1)
+            feeds = {
+                "input_ids": tokens[:, None],
+                "attention_mask": mask,
+                "position_ids": c.next_pos[:, None],
+                "past": c.kv,
+            }
+            logits, kv = run(sess, ("logits", "present"), feeds)
+            return logits, _Cache(kv, mask, c.next_pos + 1)
+
+        return step
 
     def search(
         self,
@@ -111,7 +137,10 @@ class OrtDecoder:
         pmask[:, : anatomy.NUM_LEAVES] = np.asarray([ent.leaf_mask(e) for e in found])
         pmask[:, anatomy.NUM_LEAVES + 1 :] = 1  # CLS hidden, patches visible
         pf = build_prefill(pmask, prompts, int(d["pad_id"]))
-        logits, kv = self.prefill(prefix, pf.input_ids, pf.attention_mask, pf.position_ids)
+        sessions = self.sessions_for(len(found) * beam_size)
+        logits, kv = self.prefill(
+            prefix, pf.input_ids, pf.attention_mask, pf.position_ids, sessions
+        )
         room = int(d["max_len"]) - int(pf.next_pos.max())
         params = SearchParams(
             eos_id=int(d["eos_id"]),
@@ -123,7 +152,7 @@ class OrtDecoder:
         )
         cache = _Cache(kv, pf.attention_mask, pf.next_pos)
         search = greedy_search if beam_size == 1 else beam_search
-        seqs = search(logits, cache, self._step, _reorder, params)
+        seqs = search(logits, cache, self._stepper(sessions), _reorder, params)
         return [_drop(s, int(d["pad_id"])) for s in seqs]
 
     def prompt_ids(self, found: tuple[str, ...]) -> list[int]:

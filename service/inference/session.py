@@ -180,6 +180,14 @@ def run(
 SINGLE_THREAD_DECODER_WORK = 2048
 
 
+#: with a single-threaded decoder (the size rule above), searches of at least this many rows
+#: (images x beams) run the decoder graphs on all threads instead: on 2 cores, beam 3, all
+#: threads vs one took batch 4 / 8 / 16 from 0.70 / 1.29 / 2.65 s to 0.63 / 1.20 / 2.02 s but
+#: batch 1 / 2 from 0.13 / 0.24 s to 0.16 / 0.30 s (docs/PERFORMANCE.md, "Decoder threads by
+#: batch size")
+WIDE_DECODER_ROWS = 12
+
+
 def decoder_thread_count(
     decoder: Mapping[str, Any], threads: int | None, setting: int | None
 ) -> int | None:

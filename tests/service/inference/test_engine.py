@@ -173,3 +173,25 @@ def test_decoder_threads_reach_the_sessions() -> None:
     engine = OrtEngine.from_weights(REPO / "weights", provider="cpu", decoder_threads=2)
     opts = {k: s.get_session_options().intra_op_num_threads for k, s in engine.sessions.items()}
     assert opts["decoder_step"] == opts["decoder_prefill"] == 2
+
+
+def test_large_batches_run_the_decoder_on_all_threads_with_the_same_tokens() -> None:
+    from model_export.data.phantom import generate_phantom
+    from service.inference.session import WIDE_DECODER_ROWS
+
+    engine = OrtEngine.from_weights(REPO / "weights", provider="cpu", threads=2)
+    wide = engine.decoder.wide
+    assert wide is not None  # small decoder: 1 thread for small searches, 2 for large ones
+    assert engine.sessions["decoder_step"].get_session_options().intra_op_num_threads == 1
+    assert wide["decoder_step"].get_session_options().intra_op_num_threads == 2
+    assert engine.decoder.sessions_for(WIDE_DECODER_ROWS - 1) is engine.decoder.sessions
+    assert engine.decoder.sessions_for(WIDE_DECODER_ROWS) is wide
+    images = [generate_phantom(1_000_000_000 + i, 224).image for i in range(4)]
+    opts = GenerateOptions(beam_size=3, max_new_tokens=40, heatmaps=False)
+    on_wide = engine.generate(images, opts)  # 4 x 3 = 12 rows: the wide sessions
+    engine.decoder.wide = None
+    on_one = engine.generate(images, opts)
+    assert [r.text for r in on_wide] == [r.text for r in on_one]
+    # an explicit thread setting is used for every batch size
+    fixed = OrtEngine.from_weights(REPO / "weights", provider="cpu", decoder_threads=1)
+    assert fixed.decoder.wide is None
