@@ -117,8 +117,9 @@ class OrtEngine:
             for k in GRAPHS
         }
         in_use = verify_providers(provider, sessions)  # cuda: refuses a silent CPU fallback
-        wide = None  # large batches: the decoder graphs again, on all threads (WIDE_DECODER_ROWS)
-        if decoder_threads is None and dec == 1 and (threads or physical_cores()) > 1:
+        wide = None  # large CPU batches: the decoder graphs again, on all threads
+        cpu = in_use == "CPUExecutionProvider"
+        if cpu and decoder_threads is None and dec == 1 and (threads or physical_cores()) > 1:
             wide = {k: create_session(m.path(files[k]), providers, threads) for k in DECODER_GRAPHS}
         engine = cls(m, sessions, name, wide)
         log.info(
@@ -295,5 +296,6 @@ class OrtEngine:
         self.generate([blank], GenerateOptions(max_new_tokens=2, heatmaps=False))
         if self.decoder.wide is not None:  # the large-batch decoder sessions too
             n = -(-self.decoder.wide_from_rows // 3)  # images at beam 3
-            self.generate([blank] * n, GenerateOptions(3, max_new_tokens=2, heatmaps=False))
+            opts = GenerateOptions(beam_size=3, max_new_tokens=2, heatmaps=False)
+            self.generate([blank] * n, opts)
         self.ground(blank, ["lungs"])
