@@ -6,7 +6,12 @@ validation phantoms (their own seed range) for every label, and the *calibration
 image folder's held-out patients (split by patient hash) for the labels the folder implies
 (Pneumonia, Lung Opacity, No Finding; a real-image temperature wins for those). The other half
 of those patients is the real test split for the expected calibration error (ECE), which is
-reported before and after. Writes ``calibration`` into ``manifest.json`` (hashes renewed).
+reported before and after. Thresholds: each label's F1-optimal one first, then the
+phantom-fitted ones moved jointly for the CE-14 micro F1 (``micro_f1_thresholds``).
+``--tune-maps`` also chooses the map rules on validation phantoms (smoothing and area scale by
+lung-box IoU, evidence smoothing and power by finding-phrase pointing); ``--parent-maps`` sets
+the parent-map rule first. Writes ``calibration`` (and ``grounding``) into ``manifest.json``
+(hashes renewed).
 """
 
 from __future__ import annotations
