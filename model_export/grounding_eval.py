@@ -24,7 +24,7 @@ from model_export.data.atlas import phantom_atlas
 from model_export.data.augment import JITTER_TEST, Augmenter
 from model_export.data.pipeline import PhantomSource, finding_masks, phantom_seeds
 from model_export.data.records import TrainSample
-from model_export.evaluation.lung_boxes import evaluate_lung_boxes
+from model_export.evaluation.lung_boxes import evaluate_lung_boxes, evaluate_views
 from model_export.metrics.grounding import GroundingScores, aggregate, score_map
 from model_export.real_checks import batches, encode, evaluate_real, real_images
 from model_export.ssacl import anatomy
@@ -227,7 +227,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(name, json.dumps(res[name]["mean"]))
     if o.lung_boxes:
         res["real_lung_boxes"] = evaluate_lung_boxes(engine, Path(o.lung_boxes))
+        res["real_lung_boxes"]["views"] = evaluate_views(engine, Path(o.lung_boxes))
         print("real_lung_boxes", json.dumps(res["real_lung_boxes"]["mean"]))
+        print("real_lung_box_views", json.dumps(res["real_lung_boxes"]["views"]))
     out = Path(o.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=1, default=str) + "\n", encoding="utf-8")

@@ -11,6 +11,7 @@ image width / height (``real_lung_boxes.json``, marked by hand: a development se
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -104,3 +105,82 @@ def evaluate_lung_boxes(
     mean = {k: float(np.mean([r[k] for r in rows])) for k in keys} if rows else {}
     return {"n": len(rows), "mean": mean, "rows": rows, "missing": missing,
             "prior_boxes": prior, "note": spec["note"]}  # fmt: skip
+
+
+#: A view of an (H, W) image: (new image, x offset, y offset, scale) where an original pixel
+#: (x, y) lands at ((x + dx) * scale, (y + dy) * scale) in the new image.
+View = Callable[[np.ndarray], tuple[np.ndarray, int, int, float]]
+
+
+def _pad(im: np.ndarray, fx: float, fy: float, value: float) -> tuple[np.ndarray, int, int, float]:
+    h, w = im.shape
+    dx, dy = int(fx * w), int(fy * h)
+    out = np.full((h + 2 * dy, w + 2 * dx), value, np.float32)
+    out[dy : dy + h, dx : dx + w] = im
+    return out, dx, dy, 1.0
+
+
+def _crop(
+    im: np.ndarray, fx: float, top: float, bottom: float
+) -> tuple[np.ndarray, int, int, float]:
+    h, w = im.shape
+    dx, t, b = int(fx * w), int(top * h), int(bottom * h)
+    return im[t : h - b, dx : w - dx], -dx, -t, 1.0
+
+
+def _resize(im: np.ndarray, width: int) -> tuple[np.ndarray, int, int, float]:
+    from PIL import Image
+
+    h, w = im.shape
+    size = (width, max(1, round(width * h / w)))
+    out = np.asarray(Image.fromarray(im.astype(np.float32)).resize(size, Image.Resampling.BILINEAR))
+    return out, 0, 0, width / w
+
+
+#: Framings a public case image may come in (padded to a square, cropped tight, small).
+VIEWS: dict[str, View] = {
+    "as is": lambda im: (im, 0, 0, 1.0),
+    "black bars left and right, 20% each": lambda im: _pad(im, 0.2, 0.0, 0.0),
+    "white bars left and right, 20% each": lambda im: _pad(im, 0.2, 0.0, 1.0),
+    "black bars top and bottom, 20% each": lambda im: _pad(im, 0.0, 0.2, 0.0),
+    "cropped 8% on every side": lambda im: _crop(im, 0.08, 0.08, 0.08),
+    "top 15% cropped off": lambda im: _crop(im, 0.0, 0.15, 0.0),
+    "256 px wide": lambda im: _resize(im, 256),
+}
+
+
+def evaluate_views(
+    engine: OrtEngine, boxes_file: Path = BOXES_FILE, root: Path | None = None
+) -> dict[str, dict[str, float]]:
+    """Mean IoU and peak-in-box of the lung boxes on each :data:`VIEWS` framing of the
+    hand-marked images (truth boxes moved with the image)."""
+    from service.imaging.decode import decode_image
+    from service.imaging.types import DecodeLimits
+
+    spec = json.loads(boxes_file.read_text(encoding="utf-8"))
+    root = root or Path(spec["root"])
+    scores: dict[str, list[tuple[float, float]]] = {name: [] for name in VIEWS}
+    for rel, truth in spec["boxes"].items():
+        if not (root / rel).is_file():
+            continue
+        img = decode_image((root / rel).read_bytes(), None, DecodeLimits()).pixels
+        h, w = img.shape
+        for name, view in VIEWS.items():
+            v, dx, dy, f = view(img)
+            vh, vw = v.shape
+            for g in engine.ground(v, list(LUNGS), (max(1, vh // 4), max(1, vw // 4))):
+                x0, y0, x1, y1 = (float(t) for t in truth[g.phrase])
+                sx, sy = 100 * f / vw, 100 * f / vh  # original pixels -> view percent
+                want = ((x0 * w / 100 + dx) * sx, (y0 * h / 100 + dy) * sy,
+                        (x1 * w / 100 + dx) * sx, (y1 * h / 100 + dy) * sy)  # fmt: skip
+                box, peak = half_peak_box(g.heatmap)
+                scores[name].append((pct_iou(box, want), float(_inside(peak, want))))
+    return {
+        name: {
+            "iou": float(np.mean([s[0] for s in v])),
+            "pointing": float(np.mean([s[1] for s in v])),
+            "n": float(len(v)),
+        }  # fmt: skip
+        for name, v in scores.items()
+        if v
+    }

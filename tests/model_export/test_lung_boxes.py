@@ -44,3 +44,18 @@ def test_shipped_model_on_the_hand_marked_lung_boxes() -> None:
     assert res["mean"]["laterality"] == 1.0
     assert res["mean"]["pointing"] >= 0.9
     assert res["mean"]["iou"] >= 0.70
+
+
+def test_views_move_the_image_as_stated() -> None:
+    from model_export.evaluation.lung_boxes import VIEWS
+
+    im = np.arange(200, dtype=np.float32).reshape(10, 20) / 200
+    padded, dx, dy, f = VIEWS["black bars left and right, 20% each"](im)
+    assert padded.shape == (10, 28) and (dx, dy, f) == (4, 0, 1.0)
+    np.testing.assert_array_equal(padded[:, 4:24], im)
+    assert not padded[:, :4].any() and not padded[:, 24:].any()
+    cropped, dx, dy, f = VIEWS["top 15% cropped off"](im)
+    assert cropped.shape == (9, 20) and (dx, dy) == (0, -1)  # pixel (x, y) -> (x, y - 1)
+    np.testing.assert_array_equal(cropped, im[1:])
+    small, dx, dy, f = VIEWS["256 px wide"](np.zeros((512, 1024), np.float32))
+    assert small.shape == (128, 256) and f == 0.25
