@@ -10,20 +10,23 @@ per-call state: concurrent calls from several threads are safe.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
 from model_export.ssacl import entities as ent
+from service.imaging.borders import content_box, crop
 from service.imaging.preprocess import batch_inputs, to_model_input
 from service.inference.coherence import coherent_sentences, kept_text
 from service.inference.grounding import phrase_grounding, sentence_groundings, split_sections
-from service.inference.heatmaps import MapRules, with_leaf_maps
+from service.inference.heatmaps import MapRules, paste, scaled_box, with_leaf_maps
 from service.inference.manifest import Manifest, WeightsError, graph_files, load_manifest
 from service.inference.ort_decoder import OrtDecoder
 from service.inference.search import Decoded
@@ -37,7 +40,7 @@ from service.inference.session import (
     run,
     verify_providers,
 )
-from service.inference.types import GenerateOptions, Grounding, Report
+from service.inference.types import Box, GenerateOptions, Grounding, Report, SentenceGrounding
 
 __all__ = ["EncoderOutput", "OrtEngine", "WeightsError"]
 log = logging.getLogger(__name__)
@@ -166,7 +169,12 @@ class OrtEngine:
 
     # ------------------------------------------------------------------ stages
     def preprocess(self, images: list[np.ndarray]) -> np.ndarray:
-        """(H, W) images in [0, 1] -> (B, 1, S, S) normalised model input."""
+        """(H, W) images in [0, 1] -> (B, 1, S, S) normalised model input, each without its
+        padding bars (``imaging.borders.content_box``)."""
+        return self._inputs([crop(im, content_box(im)) for im in images])
+
+    def _inputs(self, images: list[np.ndarray]) -> np.ndarray:
+        """(H, W) images in [0, 1], already cut to their content -> (B, 1, S, S)."""
         m = self.manifest
         return batch_inputs([to_model_input(im, m.image_size, m.mean, m.std) for im in images])
 
@@ -217,7 +225,8 @@ class OrtEngine:
         if options.beam_size < 1 or options.max_new_tokens < 1:
             raise ValueError("beam_size and max_new_tokens must be >= 1")
         t0 = time.perf_counter()
-        x = self.preprocess(images)
+        boxes = [content_box(im) for im in images]
+        x = self._inputs([crop(im, b) for im, b in zip(images, boxes, strict=True)])
         t1 = time.perf_counter()
         enc = self.encode(x)
         t2 = time.perf_counter()
@@ -228,13 +237,14 @@ class OrtEngine:
         t3 = time.perf_counter()
         times = {"preprocess": t1 - t0, "encoder": t2 - t1, "decoding": t3 - t2}
         return [
-            self._report(images[i].shape, enc, i, seqs[i], found[i], options, times)
+            self._report(images[i].shape, boxes[i], enc, i, seqs[i], found[i], options, times)
             for i in range(len(images))
         ]
 
     def _report(
         self,
         hw: tuple[int, ...],
+        content: Box,
         enc: EncoderOutput,
         i: int,
         seq: Decoded,
@@ -248,10 +258,13 @@ class OrtEngine:
         cands = ent.candidate_roots(found)
         image_hw = (int(hw[0]), int(hw[1]))
         heat_hw = (options.heatmap_size or image_hw) if options.heatmaps else None
+        frame = _Frame(image_hw, content, heat_hw)
         sentences = sentence_groundings(
             text, seq.tokens, seq.token_probs, self.decoder_tokenizer.decode,
-            enc.node_attn[i], probs, cands, image_hw, heat_hw, self.map_rules,
+            enc.node_attn[i], probs, cands, frame.content_hw, frame.content_heat_hw,
+            self.map_rules,
         )  # fmt: skip
+        sentences = tuple(frame.place(g) for g in sentences)
         # drop repeated or self-contradicting sentences after grounding (token offsets match)
         keep, dropped = coherent_sentences([g.text for g in sentences], found)
         text = kept_text(text, [g.text for g in sentences], keep)
@@ -278,15 +291,17 @@ class OrtEngine:
         ``heatmap_hw`` (default: the image's size), boxes in image pixels."""
         if not phrases:
             return []
-        enc = self.encode(self.preprocess([image]))
+        content = content_box(image)
+        enc = self.encode(self._inputs([crop(image, content)]))
         emb = self.embed_text(phrases)
         hw = (int(image.shape[0]), int(image.shape[1]))
+        frame = _Frame(hw, content, heatmap_hw or hw)
         evidence = None if enc.evidence is None else enc.evidence[0]
         return [
-            phrase_grounding(
-                p, enc.node_attn[0], evidence, enc.patch_emb[0], e, self.node_text_emb, hw,
-                heatmap_hw, self.map_rules, self.manifest.labels,
-            )
+            frame.place(phrase_grounding(
+                p, enc.node_attn[0], evidence, enc.patch_emb[0], e, self.node_text_emb,
+                frame.content_hw, frame.content_heat_hw, self.map_rules, self.manifest.labels,
+            ))
             for p, e in zip(phrases, emb, strict=True)
         ]  # fmt: skip
 
@@ -299,3 +314,48 @@ class OrtEngine:
             opts = GenerateOptions(beam_size=3, max_new_tokens=2, heatmaps=False)
             self.generate([blank] * n, opts)
         self.ground(blank, ["lungs"])
+
+
+_G = TypeVar("_G", SentenceGrounding, Grounding)
+
+
+@dataclass(frozen=True)
+class _Frame:
+    """Where the model's input (the image without padding bars, ``content``) sits in the
+    image and in its heatmap canvas: groundings are made for the content, then placed."""
+
+    image_hw: tuple[int, int]
+    content: Box  # x0, y0, x1, y1 in image pixels (imaging.borders.content_box)
+    heat_hw: tuple[int, int] | None  # the heatmap canvas; None: no heatmaps
+
+    @property
+    def whole(self) -> bool:
+        return self.content == (0, 0, self.image_hw[1], self.image_hw[0])
+
+    @property
+    def content_hw(self) -> tuple[int, int]:
+        x0, y0, x1, y1 = self.content
+        return (y1 - y0, x1 - x0)
+
+    @property
+    def heat_region(self) -> Box | None:
+        if self.heat_hw is None:
+            return None
+        return scaled_box(self.content, self.image_hw, self.heat_hw)
+
+    @property
+    def content_heat_hw(self) -> tuple[int, int] | None:
+        r = self.heat_region
+        return None if r is None else (r[3] - r[1], r[2] - r[0])
+
+    def place(self, g: _G) -> _G:
+        """``g`` (box in content pixels, heatmap of the content) in image coordinates."""
+        if self.whole:
+            return g
+        x0, y0 = self.content[0], self.content[1]
+        b = g.box
+        heat = g.heatmap
+        if heat is not None and self.heat_hw is not None and self.heat_region is not None:
+            heat = paste(heat, self.heat_hw, self.heat_region)
+        return dataclasses.replace(g, box=(b[0] + x0, b[1] + y0, b[2] + x0, b[3] + y0),
+                                   heatmap=heat)  # fmt: skip

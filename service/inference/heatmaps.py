@@ -299,6 +299,23 @@ def box_from_heatmap(heatmap: np.ndarray, threshold: float = 0.5) -> Box:
     return (int(best[2]), int(best[3]), int(best[4]), int(best[5]))
 
 
+def scaled_box(box: Box, from_hw: tuple[int, int], to_hw: tuple[int, int]) -> Box:
+    """A pixel box of an image of ``from_hw`` in pixels of the same picture at ``to_hw``
+    (at least one pixel wide and high)."""
+    fy, fx = to_hw[0] / from_hw[0], to_hw[1] / from_hw[1]
+    x0, y0 = round(box[0] * fx), round(box[1] * fy)
+    x1, y1 = max(x0 + 1, round(box[2] * fx)), max(y0 + 1, round(box[3] * fy))
+    return (x0, y0, min(x1, to_hw[1]), min(y1, to_hw[0]))
+
+
+def paste(heat: np.ndarray, canvas_hw: tuple[int, int], region: Box) -> np.ndarray:
+    """An (H, W) float32 canvas of zeros with ``heat`` (the region's size) at ``region``."""
+    out = np.zeros(canvas_hw, np.float32)
+    x0, y0, x1, y1 = region
+    out[y0:y1, x0:x1] = heat
+    return out
+
+
 def box_in_pixels(grid: np.ndarray, height: int, width: int, threshold: float = 0.5) -> Box:
     """Box (x0, y0, x1, y1) of a (g, g) map in pixels of an (height, width) image."""
     sh, sw = min(height, BOX_MAX_SIDE), min(width, BOX_MAX_SIDE)

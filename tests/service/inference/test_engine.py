@@ -195,3 +195,27 @@ def test_large_batches_run_the_decoder_on_all_threads_with_the_same_tokens() -> 
     # an explicit thread setting is used for every batch size
     fixed = OrtEngine.from_weights(REPO / "weights", provider="cpu", decoder_threads=1)
     assert fixed.decoder.wide is None
+
+
+def test_padding_bars_are_cut_before_the_model_and_maps_placed_back() -> None:
+    from model_export.data.phantom import generate_phantom
+
+    engine = OrtEngine.from_weights(REPO / "weights", provider="cpu", threads=1)
+    im = generate_phantom(1_000_000_007, 200).image.astype(np.float32)
+    padded = np.zeros((200, 300), np.float32)
+    padded[:, 50:250] = im  # a square image padded at the sides (a portrait case image)
+    (plain,) = engine.ground(im, ["right lung"])
+    (framed,) = engine.ground(padded, ["right lung"])
+    np.testing.assert_allclose(framed.heatmap[:, 50:250], plain.heatmap, atol=1e-6)
+    assert not framed.heatmap[:, :50].any() and not framed.heatmap[:, 250:].any()
+    b, p = framed.box, plain.box
+    assert (b[0], b[1], b[2], b[3]) == (p[0] + 50, p[1], p[2] + 50, p[3])
+    opts = GenerateOptions(beam_size=1, max_new_tokens=30, heatmap_size=(100, 150))
+    (r_plain,) = engine.generate([im], dataclasses.replace(opts, heatmap_size=(100, 100)))
+    (r_framed,) = engine.generate([padded], opts)
+    assert r_framed.text == r_plain.text  # the model saw the same input
+    for s_plain, s_framed in zip(r_plain.sentences, r_framed.sentences, strict=True):
+        assert s_framed.heatmap is not None and s_framed.heatmap.shape == (100, 150)
+        assert s_plain.heatmap is not None
+        np.testing.assert_allclose(s_framed.heatmap[:, 25:125], s_plain.heatmap, atol=1e-6)
+        assert s_framed.box[0] == s_plain.box[0] + 50
