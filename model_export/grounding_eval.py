@@ -24,7 +24,7 @@ from model_export.data.atlas import phantom_atlas
 from model_export.data.augment import JITTER_TEST, Augmenter
 from model_export.data.pipeline import PhantomSource, finding_masks, phantom_seeds
 from model_export.data.records import TrainSample
-from model_export.evaluation.lung_boxes import evaluate_lung_boxes, evaluate_views
+from model_export.evaluation.lung_boxes import evaluate_lung_boxes, evaluate_views, pct_iou
 from model_export.metrics.grounding import GroundingScores, aggregate, score_map
 from model_export.real_checks import batches, encode, evaluate_real, real_images
 from model_export.ssacl import anatomy
@@ -167,7 +167,7 @@ def lung_box_scores(
         want = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
         py, px = np.unravel_index(int(np.argmax(heat)), heat.shape)
         inside = want[0] <= px < want[2] and want[1] <= py < want[3]
-        out.append((box_iou(got, want), float(inside)))
+        out.append((pct_iou(got, want), float(inside)))
     return out
 
 
@@ -201,15 +201,6 @@ def _phrases(
         d_atlas, _, _ = phrase_density(text, atlas.reshape(-1, g, g), None, patch, emb, labels)
         scores.add_phrase("atlas", d_atlas, mask)
         scores.add_phrase("oracle", density(mask_cover(mask[None], g)[0]), mask)
-
-
-def box_iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
-    """IoU of two (x0, y0, x1, y1) end-exclusive boxes."""
-    iw = max(0, min(a[2], b[2]) - max(a[0], b[0]))
-    ih = max(0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = iw * ih
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

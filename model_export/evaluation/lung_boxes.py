@@ -11,7 +11,7 @@ image width / height (``real_lung_boxes.json``, marked by hand: a development se
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +25,8 @@ BOXES_FILE = Path(__file__).with_name("real_lung_boxes.json")
 PctBox = tuple[float, float, float, float]  # x0, y0, x1, y1 in percent of width / height
 
 
-def pct_iou(a: PctBox, b: PctBox) -> float:
-    """IoU of two (x0, y0, x1, y1) boxes in the same units."""
+def pct_iou(a: Sequence[float], b: Sequence[float]) -> float:
+    """IoU of two (x0, y0, x1, y1) end-exclusive boxes in the same units (pixels, percent)."""
     iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
     union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - iw * ih
