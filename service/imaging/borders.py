@@ -9,7 +9,7 @@ inwards, the lines (rows or columns) in which at least ``LINE_SHARE`` of the pix
 ``MIN_BORDER`` of the side (so the dark edges of radiographs, collimation and the phantoms'
 background stay), and never below ``KEEP`` of a side. Measured: 5 of 3,000 Kermany training
 images and 0 of 300 test phantoms have such bars; 20% bars on the adult images are found
-exactly.
+exactly. Cost on 2 cores: about 4 ms for a 1841x1955 image without bars, 11 ms with side bars.
 """
 
 from __future__ import annotations
