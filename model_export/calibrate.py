@@ -166,7 +166,7 @@ def tune_maps(engine: OrtEngine, n: int, batch: int) -> dict[str, Any]:
     if all(e.evidence is not None for e in encs):
         evidence = np.concatenate([e.evidence for e in encs if e.evidence is not None])
         chosen = dataclasses.replace(engine.map_rules, smooth_sigma=sigma, area_scale=scale)
-        out |= tune_evidence_power(engine, phantoms, maps, evidence, chosen)
+        out |= tune_phrase_maps(engine, phantoms, maps, evidence, chosen)
     return out
 
 
@@ -174,7 +174,7 @@ EVIDENCE_POWERS = (1.0, 2.0, 4.0, 8.0)
 EVIDENCE_SIGMAS = (0.0, 0.5, 1.0)
 
 
-def tune_evidence_power(
+def tune_phrase_maps(
     engine: OrtEngine,
     phantoms: Sequence[Any],
     maps: np.ndarray,

@@ -65,6 +65,33 @@ def _inside(p: tuple[float, float], box: PctBox) -> bool:
     return box[0] <= p[0] < box[2] and box[1] <= p[1] < box[3]
 
 
+def _marked_images(
+    boxes_file: Path, root: Path | None
+) -> tuple[dict[str, Any], list[tuple[str, dict[str, Any], np.ndarray]], list[str]]:
+    """The boxes file, its images decoded as the service decodes uploads (relative path,
+    truth boxes, pixels), and the relative paths absent under ``root`` (default: the file's
+    ``root``, relative to the working directory)."""
+    from service.imaging.decode import decode_image
+    from service.imaging.types import DecodeLimits
+
+    spec = json.loads(boxes_file.read_text(encoding="utf-8"))
+    root = root or Path(spec["root"])
+    found, missing = [], []
+    for rel, truth in spec["boxes"].items():
+        path = root / rel
+        if not path.is_file():
+            missing.append(rel)
+            continue
+        found.append((rel, truth, decode_image(path.read_bytes(), None, DecodeLimits()).pixels))
+    return spec, found, missing
+
+
+def _ground_lungs(engine: OrtEngine, img: np.ndarray) -> list[Any]:
+    """The "right lung" and "left lung" groundings of an (H, W) image (heatmaps at 1/4 size)."""
+    h, w = img.shape
+    return engine.ground(img, list(LUNGS), (max(1, h // 4), max(1, w // 4)))
+
+
 def evaluate_lung_boxes(
     engine: OrtEngine,
     boxes_file: Path = BOXES_FILE,
@@ -74,22 +101,11 @@ def evaluate_lung_boxes(
     """Per image and lung: model and prior IoU and pointing; means; images whose file is
     absent under ``root`` (default: the file's ``root``, relative to the working directory)
     are skipped and listed under ``missing``."""
-    from service.imaging.decode import decode_image
-    from service.imaging.types import DecodeLimits
-
-    spec = json.loads(boxes_file.read_text(encoding="utf-8"))
-    root = root or Path(spec["root"])
+    spec, images, missing = _marked_images(boxes_file, root)
     prior = prior_boxes(prior_phantoms)
     rows: list[dict[str, Any]] = []
-    missing = []
-    for rel, truth in spec["boxes"].items():
-        path = root / rel
-        if not path.is_file():
-            missing.append(rel)
-            continue
-        img = decode_image(path.read_bytes(), None, DecodeLimits()).pixels
-        h, w = img.shape
-        for g in engine.ground(img, list(LUNGS), (max(1, h // 4), max(1, w // 4))):
+    for rel, truth, img in images:
+        for g in _ground_lungs(engine, img):
             x0, y0, x1, y1 = (float(v) for v in truth[g.phrase])
             want = (x0, y0, x1, y1)
             box, peak = half_peak_box(g.heatmap)
@@ -154,21 +170,14 @@ def evaluate_views(
 ) -> dict[str, dict[str, float]]:
     """Mean IoU and peak-in-box of the lung boxes on each :data:`VIEWS` framing of the
     hand-marked images (truth boxes moved with the image)."""
-    from service.imaging.decode import decode_image
-    from service.imaging.types import DecodeLimits
-
-    spec = json.loads(boxes_file.read_text(encoding="utf-8"))
-    root = root or Path(spec["root"])
+    _, images, _ = _marked_images(boxes_file, root)
     scores: dict[str, list[tuple[float, float]]] = {name: [] for name in VIEWS}
-    for rel, truth in spec["boxes"].items():
-        if not (root / rel).is_file():
-            continue
-        img = decode_image((root / rel).read_bytes(), None, DecodeLimits()).pixels
+    for _rel, truth, img in images:
         h, w = img.shape
         for name, view in VIEWS.items():
             v, dx, dy, f = view(img)
             vh, vw = v.shape
-            for g in engine.ground(v, list(LUNGS), (max(1, vh // 4), max(1, vw // 4))):
+            for g in _ground_lungs(engine, v):
                 x0, y0, x1, y1 = (float(t) for t in truth[g.phrase])
                 sx, sy = 100 * f / vw, 100 * f / vh  # original pixels -> view percent
                 want = ((x0 * w / 100 + dx) * sx, (y0 * h / 100 + dy) * sy,

@@ -85,8 +85,6 @@ class OrtEngine:
         )
         self._graph_outputs = {k: g.outputs for k, g in manifest.graphs.items()}
         self.map_rules = MapRules.from_manifest(manifest.raw)
-        # reference area of each node in patches (weights of the parent-map mixture)
-        self._node_areas = tuple(float(np.exp(h)) for h in self.map_rules.reference_entropy)
         n, cal = len(manifest.labels), manifest.raw.get("calibration") or {}
         self.temperature = np.asarray(cal.get("temperature", [1.0] * n), np.float64)
         self.thresholds = np.asarray(
@@ -191,7 +189,7 @@ class OrtEngine:
         probs = 1.0 / (1.0 + np.exp(-logits / self.temperature))
         r = self.map_rules
         return EncoderOutput(
-            with_leaf_maps(outs["node_attn"], r.parent_maps, self._node_areas, r.parent_own_weight),
+            with_leaf_maps(outs["node_attn"], r.parent_maps, r.node_areas, r.parent_own_weight),
             probs, outs["prefix"], outs["patch_emb"],
             outs.get("patch_evidence"), logits,
         )  # fmt: skip
@@ -353,9 +351,8 @@ class _Frame:
         if self.whole:
             return g
         x0, y0 = self.content[0], self.content[1]
-        b = g.box
-        heat = g.heatmap
-        if heat is not None and self.heat_hw is not None and self.heat_region is not None:
-            heat = paste(heat, self.heat_hw, self.heat_region)
+        b, heat, region = g.box, g.heatmap, self.heat_region
+        if heat is not None and self.heat_hw is not None and region is not None:
+            heat = paste(heat, self.heat_hw, region)
         return dataclasses.replace(g, box=(b[0] + x0, b[1] + y0, b[2] + x0, b[3] + y0),
                                    heatmap=heat)  # fmt: skip

@@ -63,6 +63,12 @@ class MapRules:
     parent_own_weight: float = 2.0  # a parent's own map in its mixture, x its area
     phrase_maps: str = "node-map-x-patch-evidence"  # how phrase maps are made
 
+    @property
+    def node_areas(self) -> tuple[float, ...]:
+        """Each node's reference area in patches before ``area_scale``: ``exp`` of its reference
+        entropy (the atlas's effective number of patches); () without reference entropies."""
+        return tuple(float(np.exp(h)) for h in self.reference_entropy)
+
     @classmethod
     def from_manifest(cls, raw: Mapping[str, Any]) -> MapRules:
         """The manifest's ``grounding`` section; weights without one get the release rules."""
@@ -171,8 +177,9 @@ def display_grid(d: np.ndarray, rules: MapRules, area: float | None = None) -> n
 def reference_area(node_ids: Sequence[int], rules: MapRules) -> float | None:
     """Mean reference area of the nodes in patches: ``area_scale`` x ``exp`` of the reference
     entropy (the atlas's effective number of patches); None when the weights carry none."""
-    refs = [rules.reference_entropy[n] for n in node_ids if n < len(rules.reference_entropy)]
-    return rules.area_scale * float(np.mean(np.exp(refs))) if refs else None
+    areas = rules.node_areas
+    refs = [areas[n] for n in node_ids if n < len(areas)]
+    return rules.area_scale * float(np.mean(refs)) if refs else None
 
 
 def gaussian_smooth(heatmap: np.ndarray, sigma: float = 1.5, truncate: float = 4.0) -> np.ndarray:
