@@ -5,9 +5,9 @@ grid, so decoding a 2000 px radiograph in full only to average it down wastes mo
 decode time. Two codecs can decode directly at a lower resolution:
 
 - **JPEG**: libjpeg's DCT scaling (1/2, 1/4, 1/8), through Pillow's ``draft`` (``raster.py``);
-- **JPEG 2000**: stop the inverse wavelet transform ``r`` levels early (``Image.reduce = r``
-  in Pillow's openjpeg plugin), which yields the LL band: a 2^r-times smaller image that is
-  the wavelet's low-pass of the full one.
+- **JPEG 2000**: stop the inverse wavelet transform ``r`` levels early (openjpeg's reduce,
+  through Pillow's plugin with openjpeg's size rounding: :func:`_load_reduced`), which yields
+  the LL band: a 2^r-times smaller image that is the wavelet's low-pass of the full one.
 
 Either keeps the shorter side at least ``DecodeLimits.decode_min_side`` (default 448 px, twice
 the shipped model's input), so the model input differs from the full decode only by the
@@ -20,7 +20,7 @@ import math
 from io import BytesIO
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFile
 from pydicom.dataset import Dataset
 from pydicom.encaps import generate_frames
 from pydicom.uid import JPEG2000, UID, JPEG2000Lossless
@@ -42,23 +42,37 @@ def decode_hw(
     return max(1, math.ceil(height * scale)), max(1, math.ceil(width * scale))
 
 
-def _pillow_size_agrees(side: int, r: int) -> bool:
-    """Pillow sizes a reduced J2K image as (side + 2^r / 2) // 2^r, openjpeg as ceil(side / 2^r);
-    where they differ, Pillow reports a broken stream, so that level is not used."""
-    power = 1 << r
-    return (side + (power >> 1)) // power == -(-side // power)
-
-
 def j2k_reduce(rows: int, columns: int, levels: int, min_side: int) -> int:
-    """Largest r <= ``levels`` with both ceil(side / 2^r) >= ``min_side`` (0 = full size) that
-    Pillow can decode (:func:`_pillow_size_agrees`)."""
+    """Largest r <= ``levels`` with ceil(min(rows, columns) / 2^r) >= ``min_side``; 0 = decode
+    at full size."""
     best = 0
     for r in range(1, levels + 1):
         if math.ceil(min(rows, columns) / 2**r) < min_side:
             break
-        if _pillow_size_agrees(rows, r) and _pillow_size_agrees(columns, r):
-            best = r
+        best = r
     return best
+
+
+def _load_reduced(im: ImageFile.ImageFile, reduce: int) -> None:
+    """Load a Pillow JPEG 2000 image ``reduce`` wavelet levels early, sized as openjpeg sizes
+    the reduced image: ceil(side / 2^r).
+
+    Pillow's own ``reduce`` sizes it (side + 2^r / 2) // 2^r, which is one pixel short for
+    sides such as 1841 at r = 2 (460 vs 461), and then reports a broken stream. This sets the
+    size and the decoder tile Pillow's ``Jpeg2KImageFile.load`` would set, with openjpeg's
+    rounding, and runs the plain ``ImageFile.load`` (Pillow >= 11, whose tile tuple holds
+    (codec, reduce, layers, fd, length) as its fourth field).
+    """
+    power = 1 << reduce
+    tile = im.tile[0]
+    args = tile[3]
+    if len(im.tile) != 1 or not isinstance(args, tuple) or len(args) != 5:
+        raise ValueError("unexpected Pillow JPEG 2000 tile layout")
+    im._size = (-(-im.width // power), -(-im.height // power))  # noqa: SLF001 (see docstring)
+    im.tile = [
+        ImageFile._Tile(tile[0], (0, 0, *im.size), tile[2], (args[0], reduce, *args[2:]))  # noqa: SLF001
+    ]
+    ImageFile.ImageFile.load(im)
 
 
 def decode_j2k_reduced(
@@ -71,8 +85,9 @@ def decode_j2k_reduced(
     frame in full with pydicom); OSError from openjpeg for a corrupt codestream.
     """
     with Image.open(BytesIO(codestream), formats=["JPEG2000"]) as im:
-        im.reduce = reduce  # type: ignore[assignment,method-assign]  # J2K: decoding level
-        im.load()
+        if not isinstance(im, ImageFile.ImageFile):
+            raise ValueError("JPEG 2000 frame opened as a non-file image")
+        _load_reduced(im, reduce)
         if im.mode not in ("L", "I;16", "I;16B", "I;16L", "I"):
             raise ValueError(f"JPEG 2000 frame decoded as mode {im.mode}")
         arr = np.asarray(im)

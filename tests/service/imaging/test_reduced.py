@@ -23,9 +23,11 @@ data = pytest.importorskip("pydicom.data")
 LIMITS = DecodeLimits(max_bytes=64 << 20, max_side=1024)  # the service's working size
 FULL = replace(LIMITS, decode_min_side=None)
 # Model input (224 px, normalised units, std 0.245 of [0, 1]) from the reduced decode vs the
-# full one: mean |difference| < 0.01 and 99th percentile < 0.08 (0.02 of the grey range; the
-# J2K low-pass band and a box filter differ at edges). Measured: see docs/PERFORMANCE.md.
-MEAN_TOL, P99_TOL = 0.01, 0.08
+# full one: mean |difference| < 0.015 (0.004 of the grey range, 1 of 255 levels) and 99th
+# percentile < 0.08 (0.02 of the grey range; the J2K low-pass band aliases fine texture that a
+# box filter averages, most at edges). Measured (mean 0.011 at r = 2, with the same report):
+# docs/PERFORMANCE.md.
+MEAN_TOL, P99_TOL = 0.015, 0.08
 
 
 def _model_input(pixels: np.ndarray) -> np.ndarray:
@@ -52,7 +54,8 @@ def test_j2k_levels_and_reduce() -> None:
     assert head is not None and head.bits == 15  # BitsStored of the file
     levels = head.levels
     assert levels is not None and levels >= 1
-    assert j2k_reduce(1955, 1841, levels, 448) == 1  # r = 2 gives 1841 / 4 -> 460 vs 461
+    assert j2k_reduce(1955, 1841, levels, 448) == 2  # ceil(1841 / 4) = 461 >= 448
+    assert j2k_reduce(1955, 1841, levels, 462) == 1
     assert j2k_reduce(1760, 1760, 5, 440) == 2 and j2k_reduce(1760, 1760, 5, 441) == 1
     jpeg = frame_header(b"\xff\xd8\xff\xc0\x00\x0b\x08\x00\x40\x00\x40\x01")  # SOF0 64x64
     assert j2k_reduce(1955, 1841, 5, 1000) == 0 and jpeg is not None and jpeg.levels is None
@@ -77,6 +80,16 @@ def test_j2k_dicom_reduced_matches_the_full_decode(
     assert (fast.height, fast.width) == (full.height, full.width)  # boxes: original pixels
     assert min(fast.pixels.shape) >= 448 and fast.pixels.shape < full.pixels.shape
     _close(fast.pixels, full.pixels)
+
+
+def test_j2k_reduced_size_follows_openjpeg_rounding() -> None:
+    """1841 / 4 is 461 px in openjpeg and 460 in Pillow's own ``reduce``: the decoder uses
+    openjpeg's size, so this level is decodable (it was refused before)."""
+    raw = Path(data.get_testdata_file("RG1_J2KR.dcm")).read_bytes()
+    frame = next(generate_frames(dicom.read_dataset(raw).PixelData, number_of_frames=1))
+    out = reduced.decode_j2k_reduced(frame, 2, 1955, 1841, 15)
+    assert out.shape == (489, 461) and out.dtype == np.uint16
+    assert int(out.max()) < 2**15  # stored values at the codestream's precision
 
 
 def test_a_corrupt_codestream_falls_back_to_the_precise_error() -> None:
