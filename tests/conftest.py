@@ -44,3 +44,27 @@ def tiny_weights_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if export_main([str(ckpt), str(out)]) != 0:
         pytest.fail("exporting the tiny model failed its parity check (see stderr)")
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_legacy_weights_dir(
+    tiny_weights_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """A copy of the tiny weights with the step graph re-exported in the per-row layout of
+    weights made before 2026-12-02 (``graphs.export_legacy_step``), manifest renewed."""
+    import json
+    import shutil
+
+    from model_export.checkpoint import load_model
+    from model_export.export.graphs import export_legacy_step
+    from service.inference.manifest import write_manifest
+
+    out = tmp_path_factory.mktemp("legacy") / "weights"
+    shutil.copytree(tiny_weights_dir, out)
+    body = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    model = load_model(tiny_weights_dir.parent / "tiny.pt").model
+    io = export_legacy_step(model, out / "decoder_step.onnx", int(body["opset"]))
+    body["graphs"]["decoder_step"] = io.as_dict()
+    body.pop("files")
+    write_manifest(out, body)
+    return out

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from model_export.export import wrappers as W
 from model_export.ssacl import anatomy
+from model_export.ssacl.config import DecoderConfig
 from model_export.ssacl.model import SSACLModel
 
 FILES = {
@@ -68,6 +69,31 @@ class _Spec:
     axes: dict[str, dict[int, str]]  # dynamic axes per input/output name
 
 
+def step_spec(owner: nn.Module, d: DecoderConfig, p: int) -> _Spec:
+    """The shared-context ``decoder_step`` graph of ``owner.decoder`` (an ``SSACLModel`` or
+    anything holding a ``ReportDecoder`` as ``decoder``) with a ``p``-token visual prefix."""
+    b, t, hd, long = 2, 5, d.dim // d.heads, torch.long
+    args = (
+        torch.ones(2 * b, 1, dtype=long),  # 2 rows per context item (beams)
+        torch.full((2 * b, 1), p + t, dtype=long),
+        torch.zeros(2 * d.depth, b, d.heads, p + t, hd),
+        torch.ones(b, p + t, dtype=long),
+        torch.zeros(2 * d.depth, 2 * b, d.heads, 3, hd),
+    )
+    axes = {"input_ids": {0: "batch"}, "position_ids": {0: "batch"},
+            "context": {1: "items", 3: "context"}, "context_mask": {0: "items", 1: "context"},
+            "past": {1: "batch", 3: "past"}, "logits": {0: "batch"},
+            "present": {1: "batch", 3: "total"}}  # fmt: skip
+    module = W.DecoderStepForExport(owner)  # type: ignore[arg-type]  # uses .decoder only
+    return _Spec(module, args, W.STEP_INPUTS, W.DECODER_OUTPUTS, axes)
+
+
+def export_spec(sp: _Spec, path: Path, opset: int) -> GraphIO:
+    """Export one graph to ``path``; its manifest entry."""
+    _export(sp.module, sp.args, path, (sp.inputs, sp.outputs), sp.axes, opset)
+    return GraphIO(path.name, sp.inputs, sp.outputs)
+
+
 def _specs(model: SSACLModel) -> dict[str, _Spec]:
     cfg, b, t = model.cfg, 2, 5
     s, p, d = cfg.vision.image_size, cfg.prefix_len, cfg.decoder
@@ -75,7 +101,6 @@ def _specs(model: SSACLModel) -> dict[str, _Spec]:
     seq = {0: "batch", 1: "total"}
     present = {1: "batch", 3: "total"}
     long = torch.long
-    past = torch.zeros(2 * d.depth, b, d.heads, p + t, d.dim // d.heads)
     return {
         "encoder": _Spec(
             W.EncoderForExport(model),
@@ -97,19 +122,7 @@ def _specs(model: SSACLModel) -> dict[str, _Spec]:
             {"prefix": batch, "input_ids": {0: "batch", 1: "text"}, "attention_mask": seq,
              "position_ids": seq, "logits": batch, "present": present},
         ),
-        "decoder_step": _Spec(
-            W.DecoderStepForExport(model),
-            (
-                torch.ones(b, 1, dtype=long),
-                torch.ones(b, p + t + 1, dtype=long),
-                torch.full((b, 1), p + t, dtype=long),
-                past,
-            ),
-            W.STEP_INPUTS,
-            W.DECODER_OUTPUTS,
-            {"input_ids": batch, "attention_mask": seq, "position_ids": batch,
-             "past": {1: "batch", 3: "past"}, "logits": batch, "present": present},
-        ),
+        "decoder_step": step_spec(model, d, p),
         "text_encoder": _Spec(
             W.TextEncoderForExport(model),
             (torch.ones(b, 7, dtype=long), torch.ones(b, 7, dtype=long)),
@@ -123,11 +136,22 @@ def _specs(model: SSACLModel) -> dict[str, _Spec]:
 
 def export_all(model: SSACLModel, out: Path, opset: int) -> dict[str, GraphIO]:
     """Write encoder, decoder prefill/step and text-encoder graphs to ``out``."""
-    out_io: dict[str, GraphIO] = {}
-    for key, sp in _specs(model).items():
-        _export(sp.module, sp.args, out / FILES[key], (sp.inputs, sp.outputs), sp.axes, opset)
-        out_io[key] = GraphIO(FILES[key], sp.inputs, sp.outputs)
-    return out_io
+    return {key: export_spec(sp, out / FILES[key], opset) for key, sp in _specs(model).items()}
+
+
+def export_legacy_step(model: SSACLModel, path: Path, opset: int) -> GraphIO:
+    """The step graph as exported before 2026-12-02 (whole per-row cache in and out), for
+    testing the engine's support of such weights."""
+    d, p, b = model.cfg.decoder, model.cfg.prefix_len, 2
+    args = (torch.ones(b, 1, dtype=torch.long), torch.ones(b, p + 6, dtype=torch.long),
+            torch.full((b, 1), p + 5, dtype=torch.long),
+            torch.zeros(2 * d.depth, b, d.heads, p + 5, d.dim // d.heads))  # fmt: skip
+    axes = {"input_ids": {0: "batch"}, "attention_mask": {0: "batch", 1: "total"},
+            "position_ids": {0: "batch"}, "past": {1: "batch", 3: "past"},
+            "logits": {0: "batch"}, "present": {1: "batch", 3: "total"}}  # fmt: skip
+    module = W.LegacyDecoderStepForExport(model)
+    return export_spec(_Spec(module, args, W.LEGACY_STEP_INPUTS, W.DECODER_OUTPUTS, axes), path,
+                       opset)  # fmt: skip
 
 
 def check_graphs(out: Path, files: list[str]) -> None:

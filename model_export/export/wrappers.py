@@ -19,7 +19,8 @@ ENCODER_OUTPUTS = (
     "node_attn", "pathology_logits", "prefix", "patch_emb", "cls", "patch_evidence",
 )  # fmt: skip
 PREFILL_INPUTS = ("prefix", "input_ids", "attention_mask", "position_ids")
-STEP_INPUTS = ("input_ids", "attention_mask", "position_ids", "past")
+STEP_INPUTS = ("input_ids", "position_ids", "context", "context_mask", "past")
+LEGACY_STEP_INPUTS = ("input_ids", "attention_mask", "position_ids", "past")  # before 2026-12-02
 DECODER_OUTPUTS = ("logits", "present")
 TEXT_INPUTS = ("input_ids", "attention_mask")
 TEXT_OUTPUTS = ("text_emb",)
@@ -77,7 +78,33 @@ class DecoderPrefillForExport(nn.Module):
 
 
 class DecoderStepForExport(nn.Module):
-    """One new token per row + past cache -> logits (B, V) and the grown cache."""
+    """One new token per row over a shared context -> logits (N, V) and the rows' generated
+    cache grown by one (``ReportDecoder.step_with_context``).
+
+    ``context`` (2 * depth, B, heads, L, head_dim) and ``context_mask`` (B, L) are the
+    prefill's ``present`` and key mask, one per image; the N = B * K rows (K consecutive rows
+    per image: its beams) each carry ``past`` (2 * depth, N, heads, G, head_dim), G >= 0.
+    """
+
+    def __init__(self, model: SSACLModel) -> None:
+        super().__init__()
+        self.dec = model.decoder
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        position_ids: Tensor,
+        context: Tensor,
+        context_mask: Tensor,
+        past: Tensor,
+    ) -> tuple[Tensor, Tensor]:
+        return self.dec.step_with_context(input_ids, position_ids, context, context_mask, past)
+
+
+class LegacyDecoderStepForExport(nn.Module):
+    """The step graph before 2026-12-02: one new token per row + the whole per-row cache
+    (context included) -> logits (B, V) and the grown cache. Kept so that the engine's
+    support for weights exported then stays tested."""
 
     def __init__(self, model: SSACLModel) -> None:
         super().__init__()

@@ -1,13 +1,25 @@
 """The report decoder on ONNX Runtime: prefill once, then one ``decoder_step`` call per token.
 
-The KV cache lives in numpy between calls (``_Cache``); the search itself (greedy or beam,
-penalties, minimum length) is the reference numpy search of :mod:`service.inference.search`,
-which sees the graphs only through ``step`` and ``reorder``. Decoder constants (special token
-ids, lengths, default penalties) come from the manifest's ``decoder`` section.
+The KV cache lives in numpy between calls; the search itself (greedy or beam, penalties,
+minimum length) is the reference numpy search of :mod:`service.inference.search`, which sees
+the graphs only through ``step`` and ``reorder``. Decoder constants (special token ids,
+lengths, default penalties) come from the manifest's ``decoder`` section.
+
+Two step-graph layouts, told apart by the graph's inputs:
+
+- **shared context** (exported since 2026-12-02; inputs ``context``, ``context_mask``,
+  ``past``): the prefill's cache stays as it is, one per image (``_SharedCache.context``),
+  and each row (beam) carries only the keys it generated. A beam reorder copies the generated
+  part only; the context is copied only when an image finishes and leaves the batch;
+- **per row** (older weights; ``attention_mask``, ``past``): every row carries its whole
+  cache, context included (``_RowCache``), grown and copied at every step.
+
+Both give the same logits (tested); the first moves far less memory per step.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -31,21 +43,62 @@ from service.inference.types import GenerateOptions
 _T = TypeVar("_T", int, float)
 
 
-@dataclass(frozen=True)
-class _Cache:
-    """Decoder state of the live rows: KV cache, key mask and next position."""
+def _is_identity(rows: np.ndarray, n: int) -> bool:
+    return len(rows) == n and np.array_equal(rows, np.arange(n))
 
-    kv: np.ndarray  # (2 * depth, N, heads, T, head_dim) float32
+
+@dataclass(frozen=True)
+class _RowCache:
+    """Per-row layout (step graphs before 2026-12-02): each row's whole cache and key mask."""
+
+    kv: np.ndarray  # (2 * depth, N, heads, T, head_dim) float32, context included
     mask: np.ndarray  # (N, T) int64
     next_pos: np.ndarray  # (N,) int64
 
 
-def _reorder(c: _Cache, rows: np.ndarray) -> _Cache:
+def _reorder_rows(c: _RowCache, rows: np.ndarray) -> _RowCache:
     """Keep / duplicate cache rows; no copy when ``rows`` is the identity (a beam step whose
     parents are the beams in order, a greedy step where no row finished)."""
-    if len(rows) == c.kv.shape[1] and np.array_equal(rows, np.arange(len(rows))):
+    if _is_identity(rows, c.kv.shape[1]):
         return c
-    return _Cache(np.take(c.kv, rows, axis=1), c.mask[rows], c.next_pos[rows])
+    return _RowCache(np.take(c.kv, rows, axis=1), c.mask[rows], c.next_pos[rows])
+
+
+@dataclass(frozen=True)
+class _SharedCache:
+    """Shared-context layout: the prefill's cache once per context item (an image), K
+    consecutive rows per item (its beams), each row with its own generated keys."""
+
+    context: np.ndarray  # (2 * depth, B, heads, L, head_dim) float32, the prefill's present
+    context_mask: np.ndarray  # (B, L) int64, the prefill's key mask
+    item: np.ndarray  # (N,) int64: context item of each row, np.repeat(arange(B), K)
+    kv: np.ndarray  # (2 * depth, N, heads, G, head_dim) float32, generated positions only
+    next_pos: np.ndarray  # (N,) int64
+
+
+def _rows_per_item(item: np.ndarray) -> int:
+    """Length of the leading run of equal items (>= 1 for a non-empty ``item``)."""
+    differs = np.flatnonzero(item != item[0]) if len(item) else np.zeros(0, np.int64)
+    return int(differs[0]) if len(differs) else max(len(item), 1)
+
+
+def _reorder_shared(c: _SharedCache, rows: np.ndarray) -> _SharedCache:
+    """Keep / duplicate rows. Generated keys follow ``rows`` (no copy for the identity); the
+    context is re-indexed only when the rows' items change (an image left the batch), and
+    falls back to one context per row when the new rows are not K-per-item blocks."""
+    kv = c.kv if _is_identity(rows, c.kv.shape[1]) else np.take(c.kv, rows, axis=1)
+    item = c.item[rows]
+    k = _rows_per_item(item)
+    items = item[::k]
+    if len(item) == k * len(items) and np.array_equal(item, np.repeat(items, k)):
+        same = _is_identity(items, c.context.shape[1])
+        context = c.context if same else np.take(c.context, items, axis=1)
+        mask = c.context_mask if same else c.context_mask[items]
+        item = np.repeat(np.arange(len(items), dtype=np.int64), k)
+    else:
+        context, mask = np.take(c.context, item, axis=1), c.context_mask[item]
+        item = np.arange(len(item), dtype=np.int64)
+    return _SharedCache(context, mask, item, kv, c.next_pos[rows])
 
 
 def _drop(s: Decoded, pad_id: int) -> Decoded:
@@ -101,13 +154,18 @@ class OrtDecoder:
         logits, kv = run(sess, ("logits", "present"), feeds)
         return logits, kv
 
-    def _stepper(
-        self, sessions: Mapping[str, ort.InferenceSession]
-    ) -> Callable[[np.ndarray, _Cache], tuple[np.ndarray, _Cache]]:
-        """One ``decoder_step.onnx`` call per token on ``sessions`` (the search's ``step``)."""
-        sess = sessions["decoder_step"]
+    @property
+    def shared_context(self) -> bool:
+        """Whether ``decoder_step.onnx`` takes the shared-context cache (module docstring)."""
+        return "context" in {i.name for i in self.sessions["decoder_step"].get_inputs()}
 
-        def step(tokens: np.ndarray, c: _Cache) -> tuple[np.ndarray, _Cache]:
+    @staticmethod
+    def _row_stepper(
+        sess: ort.InferenceSession,
+    ) -> Callable[[np.ndarray, _RowCache], tuple[np.ndarray, _RowCache]]:
+        """One per-row ``decoder_step.onnx`` call per token (the search's ``step``)."""
+
+        def step(tokens: np.ndarray, c: _RowCache) -> tuple[np.ndarray, _RowCache]:
             mask = np.concatenate([c.mask, np.ones((len(tokens), 1), np.int64)], axis=1)
             feeds = {
                 "input_ids": tokens[:, None],
@@ -116,7 +174,26 @@ class OrtDecoder:
                 "past": c.kv,
             }
             logits, kv = run(sess, ("logits", "present"), feeds)
-            return logits, _Cache(kv, mask, c.next_pos + 1)
+            return logits, _RowCache(kv, mask, c.next_pos + 1)
+
+        return step
+
+    @staticmethod
+    def _shared_stepper(
+        sess: ort.InferenceSession,
+    ) -> Callable[[np.ndarray, _SharedCache], tuple[np.ndarray, _SharedCache]]:
+        """One shared-context ``decoder_step.onnx`` call per token (the search's ``step``)."""
+
+        def step(tokens: np.ndarray, c: _SharedCache) -> tuple[np.ndarray, _SharedCache]:
+            feeds = {
+                "input_ids": tokens[:, None],
+                "position_ids": c.next_pos[:, None],
+                "context": c.context,
+                "context_mask": c.context_mask,
+                "past": c.kv,
+            }
+            logits, kv = run(sess, ("logits", "present"), feeds)
+            return logits, dataclasses.replace(c, kv=kv, next_pos=c.next_pos + 1)
 
         return step
 
@@ -150,9 +227,18 @@ class OrtDecoder:
             repetition_penalty=_pick(o.repetition_penalty, float(d["repetition_penalty"])),
             length_penalty=_pick(o.length_penalty, float(d["length_penalty"])),
         )
-        cache = _Cache(kv, pf.attention_mask, pf.next_pos)
         search = greedy_search if beam_size == 1 else beam_search
-        seqs = search(logits, cache, self._stepper(sessions), _reorder, params)
+        step_graph = sessions["decoder_step"]
+        if self.shared_context:
+            b, (layers, _, heads, _, head_dim) = len(found), kv.shape
+            generated = np.zeros((layers, b, heads, 0, head_dim), kv.dtype)
+            shared = _SharedCache(
+                kv, pf.attention_mask, np.arange(b, dtype=np.int64), generated, pf.next_pos
+            )
+            seqs = search(logits, shared, self._shared_stepper(step_graph), _reorder_shared, params)
+        else:
+            rows = _RowCache(kv, pf.attention_mask, pf.next_pos)
+            seqs = search(logits, rows, self._row_stepper(step_graph), _reorder_rows, params)
         return [_drop(s, int(d["pad_id"])) for s in seqs]
 
     def prompt_ids(self, found: tuple[str, ...]) -> list[int]:

@@ -66,3 +66,28 @@ def test_fully_hidden_rows_stay_finite(dec: ReportDecoder) -> None:
     mask = torch.tensor([[0, 0, 1, 1]])  # first prefix tokens see nothing unmasked
     logits, kv = dec(torch.randn(1, 3, 16), torch.tensor([[3]]), mask)
     assert torch.isfinite(logits).all() and torch.isfinite(kv).all()
+
+
+@torch.no_grad()
+@pytest.mark.parametrize(("items", "k", "generated"), [(2, 3, 4), (3, 1, 0), (1, 2, 1)])
+def test_shared_context_step_equals_the_per_row_step(
+    dec: ReportDecoder, items: int, k: int, generated: int
+) -> None:
+    """K rows per context item over one shared context give the logits and generated keys of
+    the plain step on the context repeated K times (hidden context keys included; G = 0 is
+    the first step after the prefill)."""
+    ctx_len, n = 7, items * k
+    context = torch.randn(4, items, 2, ctx_len, 8)
+    context_mask = torch.ones(items, ctx_len, dtype=torch.long)
+    context_mask[0, :2] = 0
+    past = torch.randn(4, n, 2, generated, 8)
+    ids, pos = torch.randint(0, 50, (n, 1)), torch.full((n, 1), 12)
+    logits, present = dec.step_with_context(ids, pos, context, context_mask, past)
+    full = torch.cat([context.repeat_interleave(k, dim=1), past], dim=3)
+    mask = torch.cat(
+        [context_mask.repeat_interleave(k, 0), torch.ones(n, generated + 1, dtype=torch.long)], 1
+    )
+    want, want_kv = dec(None, ids, mask, full, pos)
+    assert present.shape == (4, n, 2, generated + 1, 8)
+    torch.testing.assert_close(logits, want[:, -1], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(present, want_kv[:, :, :, ctx_len:], atol=1e-5, rtol=1e-5)

@@ -1,0 +1,68 @@
+"""The decoder's two step-graph layouts: shared context (exported since 2026-12-02) and per
+row (older weights) give the same reports; the shared context is re-indexed only when an
+image leaves the batch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from service.inference.engine import OrtEngine
+from service.inference.ort_decoder import _reorder_shared, _SharedCache
+from service.inference.types import GenerateOptions
+
+
+def _shared(items: int, k: int, generated: int = 2) -> _SharedCache:
+    rng = np.random.default_rng(0)
+    n = items * k
+    return _SharedCache(
+        context=rng.standard_normal((2, items, 1, 5, 4)).astype(np.float32),
+        context_mask=np.ones((items, 5), np.int64),
+        item=np.repeat(np.arange(items), k),
+        kv=rng.standard_normal((2, n, 1, generated, 4)).astype(np.float32),
+        next_pos=np.arange(n, dtype=np.int64),
+    )
+
+
+def test_a_beam_reorder_keeps_the_context_and_moves_the_generated_keys() -> None:
+    c = _shared(items=2, k=3)
+    rows = np.array([0, 0, 2, 5, 3, 3])  # parents stay inside their image's block
+    r = _reorder_shared(c, rows)
+    assert r.context is c.context and r.context_mask is c.context_mask  # not copied
+    assert r.item.tolist() == [0, 0, 0, 1, 1, 1]
+    np.testing.assert_array_equal(r.kv, c.kv[:, rows])
+    assert r.next_pos.tolist() == rows.tolist()
+    assert _reorder_shared(c, np.arange(6)).kv is c.kv  # identity: nothing copied
+
+
+def test_an_image_leaving_reindexes_the_context() -> None:
+    c = _shared(items=3, k=2)
+    r = _reorder_shared(c, np.array([4, 5, 0, 1]))  # image 1 finished; 2 then 0 remain
+    np.testing.assert_array_equal(r.context, c.context[:, [2, 0]])
+    assert r.item.tolist() == [0, 0, 1, 1]
+    expand = _reorder_shared(_shared(items=2, k=1), np.repeat(np.arange(2), 3))  # beams start
+    assert expand.item.tolist() == [0, 0, 0, 1, 1, 1] and expand.context.shape[1] == 2
+
+
+def test_rows_that_are_not_blocks_get_one_context_each() -> None:
+    c = _shared(items=2, k=2)
+    r = _reorder_shared(c, np.array([0, 2, 1]))  # items 0, 1, 0: not K-per-item blocks
+    np.testing.assert_array_equal(r.context, c.context[:, [0, 1, 0]])
+    assert r.item.tolist() == [0, 1, 2]
+
+
+@pytest.mark.parametrize("beam", [1, 3])
+def test_both_layouts_write_the_same_reports(
+    tiny_weights_dir: Path, tiny_legacy_weights_dir: Path, beam: int
+) -> None:
+    new = OrtEngine.from_weights(tiny_weights_dir, provider="cpu", threads=1)
+    old = OrtEngine.from_weights(tiny_legacy_weights_dir, provider="cpu", threads=1)
+    assert new.decoder.shared_context and not old.decoder.shared_context
+    rng = np.random.default_rng(3)
+    images = [rng.random((96, 80)).astype(np.float32) for _ in range(3)]
+    opts = GenerateOptions(beam_size=beam, max_new_tokens=24, heatmaps=False)
+    a, b = new.generate(images, opts), old.generate(images, opts)
+    assert [r.text for r in a] == [r.text for r in b]
+    assert [r.num_tokens for r in a] == [r.num_tokens for r in b]
