@@ -200,7 +200,7 @@ def same_tokens(tokens: dict[str, list[int]]) -> dict[str, bool]:
 #: profile rows summed per name: (file name ending, function name contains)
 PROFILE_KEYS = {
     "ort_runs (InferenceSession.run)": ("~", "onnxruntime_pybind11_state.run"),
-    "kv_reorder (_reorder)": ("ort_decoder.py", "_reorder"),
+    "kv_reorder (_reorder_shared)": ("ort_decoder.py", "_reorder_shared"),
     "np.take": ("fromnumeric.py", "take"),
     "top-k (top_candidates)": ("search.py", "top_candidates"),
     "repetition penalty": ("search.py", "apply_repetition_penalty"),

@@ -3,7 +3,9 @@
 ``python benchmarks/bench_search.py --old-commit d5a1a16 [--weights weights]``
 
 Runs ``OrtEngine.search`` on one phantom with exactly 100 new tokens forced (greedy and beam
-3), the old and new search interleaved 7 times, and asserts the tokens are identical.
+3), the old and new search interleaved 7 times, and asserts the tokens are identical. The old
+search knew only the per-row cache, so ``--weights`` must hold a per-row step graph (weights
+exported before 2026-12-02, e.g. ``git show 5a05785:weights/decoder_step.onnx``).
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ def old_module(commit: str) -> ModuleType:
 
 
 def _copy_reorder(c: Any, rows: np.ndarray) -> Any:
-    return E._Cache(np.take(c.kv, rows, axis=1), c.mask[rows], c.next_pos[rows])
+    return E._RowCache(np.take(c.kv, rows, axis=1), c.mask[rows], c.next_pos[rows])
 
 
 def main() -> None:
@@ -66,10 +68,13 @@ def main() -> None:
     img = generate_phantom(3, 512).image.astype(np.float32)
     enc = eng.encode(eng.preprocess([img]))
     found = [eng.entities(p) for p in enc.entity_probs]
-    new_reorder = E._reorder
+    if eng.decoder.shared_context:
+        raise SystemExit("--weights: a per-row decoder_step.onnx is needed (see the docstring)")
+    new_reorder = E._reorder_rows
 
     def run(mod: ModuleType, reorder: Any, beam: int) -> tuple[float, list[int]]:
-        E.greedy_search, E.beam_search, E._reorder = mod.greedy_search, mod.beam_search, reorder
+        E.greedy_search, E.beam_search = mod.greedy_search, mod.beam_search
+        E._reorder_rows = reorder
         t = time.perf_counter()
         s = eng.decoder.search(enc.prefix, found, beam, 100, GenerateOptions(min_new_tokens=100))
         return time.perf_counter() - t, s[0].tokens
