@@ -2,14 +2,16 @@
 
 ``python benchmarks/bench_engine.py --checkpoint runs/small/last.pt --weights weights``
 
-Both pipelines share preprocessing (``to_model_input``) and the numpy sentence grounding;
-they differ in the model stages: PyTorch runs ``encode_image`` and the reference
-``generate_ids`` (KV cache, eager, ``torch.no_grad``), ORT runs the exported graphs with the
-numpy search. Stages: preprocess, encoder, decoding, heatmaps (sentence grounding with
-heatmaps at the original image size). Single requests (batch 1, one image after another) and
-batches of 1/4/16: p50/p95 per stage, reports/s, and the ratio PyTorch / ORT time. Both use
-the same number of threads. Images: 224 px Kermany test images, 1024 px NIH images
-(``--images``; phantoms when the data folder is absent).
+Both pipelines share preprocessing (``to_model_input``), the entity decision (calibrated
+probabilities, per-label thresholds) and the numpy sentence grounding under the engine's map
+rules (parent-map mixture included; the engine also drops incoherent sentences and places maps
+in the frame, both cheap). They differ in the model stages: PyTorch runs ``encode_image`` and
+the reference ``generate_ids`` (KV cache, eager, ``torch.no_grad``), ORT runs the exported
+graphs with the numpy search. Stages: preprocess, encoder, decoding, heatmaps (sentence
+grounding with heatmaps at the original image size). Single requests (batch 1, one image
+after another) and batches of 1/4/16: p50/p95 per stage, reports/s, and the ratio PyTorch /
+ORT time. Both use the same number of threads. Images: 224 px Kermany test images, 1024 px
+NIH images (``--images``; phantoms when the data folder is absent).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from model_export.ssacl.generation import GenerationConfig, generate_ids  # noqa
 from model_export.ssacl.model import SSACLModel  # noqa: E402
 from service.inference.engine import OrtEngine  # noqa: E402
 from service.inference.grounding import sentence_groundings  # noqa: E402
+from service.inference.heatmaps import with_leaf_maps  # noqa: E402
 from service.inference.session import physical_cores  # noqa: E402
 from service.inference.types import GenerateOptions  # noqa: E402
 
@@ -73,22 +76,28 @@ class TorchPipeline:
         x = torch.from_numpy(self.engine.preprocess(images))
         t1 = time.perf_counter()
         enc = self.m.encode_image(x, return_attn=True)
-        probs = torch.sigmoid(enc.pathology_logits).tolist()
+        logits = enc.pathology_logits.double().numpy()
+        probs = 1.0 / (1.0 + np.exp(-logits / self.engine.temperature))  # calibrated, as the engine
+        if enc.attn_maps is None:
+            raise RuntimeError("encode_image returned no attention maps")
+        rules = self.engine.map_rules  # the engine's map rules, applied as OrtEngine.encode does
+        maps = with_leaf_maps(
+            enc.attn_maps.numpy(), rules.parent_maps, rules.node_areas, rules.parent_own_weight
+        )
         t2 = time.perf_counter()
-        found = [ent.entities_from_scores(p, self.engine.manifest.entity_threshold) for p in probs]
+        found = [self.engine.entities(p) for p in probs]  # the engine's per-label thresholds
         leaf = torch.tensor([ent.leaf_mask(e) for e in found])
         prefix, pmask = self.m.visual_prefix(enc.leaf_tokens, enc.cls, enc.patch_tokens, leaf)
         prompts = [self.engine.decoder.prompt_ids(e) for e in found]
         gen = GenerationConfig(max_new_tokens=opts.max_new_tokens, num_beams=opts.beam_size)
         ids = generate_ids(self.m.decoder, prefix, pmask, prompts, gen)
         t3 = time.perf_counter()
-        maps = enc.attn_maps.numpy() if enc.attn_maps is not None else None
         for i, toks in enumerate(ids):
-            labels = dict(zip(self.engine.manifest.labels, probs[i], strict=True))
+            labels = dict(zip(self.engine.manifest.labels, map(float, probs[i]), strict=True))
             hw = images[i].shape[:2]
             sentence_groundings(
                 self.tok.decode(toks), toks, [1.0] * len(toks), self.tok.decode, maps[i],
-                labels, ent.candidate_roots(found[i]), hw, hw,
+                labels, ent.candidate_roots(found[i]), hw, hw, rules,
             )  # fmt: skip
         t4 = time.perf_counter()
         return {"preprocess": t1 - t0, "encoder": t2 - t1, "decoding": t3 - t2, "heatmaps": t4 - t3}
