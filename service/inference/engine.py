@@ -31,6 +31,7 @@ from service.inference.manifest import Manifest, WeightsError, graph_files, load
 from service.inference.ort_decoder import OrtDecoder
 from service.inference.search import Decoded
 from service.inference.session import (
+    CUDA,
     WIDE_DECODER_ROWS,
     choose_providers,
     create_session,
@@ -69,6 +70,7 @@ class OrtEngine:
         sessions: dict[str, ort.InferenceSession],
         variant: str,
         wide_decoder: dict[str, ort.InferenceSession] | None = None,
+        bound_device: str | None = None,
     ) -> None:
         self.manifest = manifest
         self.sessions = sessions
@@ -81,8 +83,9 @@ class OrtEngine:
         self.node_text_emb = np.load(manifest.path(manifest.raw["constants"]["node_text_emb"]))
         self._dec = manifest.decoder
         self.decoder = OrtDecoder(
-            sessions, manifest.decoder, self.decoder_tokenizer, wide_decoder, WIDE_DECODER_ROWS
-        )
+            sessions, manifest.decoder, self.decoder_tokenizer, wide_decoder, WIDE_DECODER_ROWS,
+            bound_device,
+        )  # fmt: skip
         self._graph_outputs = {k: g.outputs for k, g in manifest.graphs.items()}
         self.map_rules = MapRules.from_manifest(manifest.raw)
         n, cal = len(manifest.labels), manifest.raw.get("calibration") or {}
@@ -99,12 +102,15 @@ class OrtEngine:
         threads: int | None = None,
         variant: str | None = None,
         decoder_threads: int | None = None,
+        io_binding: bool | None = None,
     ) -> OrtEngine:
         """Verify ``weights_dir`` (SHA-256 of every file), open the sessions once, warm up.
 
         ``decoder_threads``: threads of the decoder graphs (None: :func:`decoder_thread_count`).
         ``variant``: a quantised variant named in the manifest (e.g. "int8"); None uses the
         manifest's ``default_variant`` (the fp32 graphs unless the exporter chose otherwise).
+        ``io_binding``: keep the decoder's KV cache in ORT buffers (``device_cache``); None:
+        on the CUDA provider only (True on the CPU binds host buffers: the tested path).
         Raises :class:`WeightsError` on missing, tampered or unloadable files.
         """
         m = load_manifest(Path(weights_dir))
@@ -122,13 +128,22 @@ class OrtEngine:
         cpu = in_use == "CPUExecutionProvider"
         if cpu and decoder_threads is None and dec == 1 and (threads or physical_cores()) > 1:
             wide = {k: create_session(m.path(files[k]), providers, threads) for k in DECODER_GRAPHS}
-        engine = cls(m, sessions, name, wide)
+        bind = in_use == CUDA if io_binding is None else io_binding
+        device = ("cuda" if in_use == CUDA else "cpu") if bind else None
+        engine = cls(m, sessions, name, wide, device)
         log.info(
             "ORT engine %s %s (%s) on %s (requested %s), intra-op threads %s",
             m.name, m.version, name, in_use, provider,
             sessions["encoder"].get_session_options().intra_op_num_threads,
         )  # fmt: skip
-        engine.warm_up()
+        try:
+            engine.warm_up()
+        except Exception as e:  # ORT raises its own types; only the default binding may fall back
+            if device is None or io_binding:
+                raise
+            log.warning("decoder cache in ORT buffers failed on %s (%s); using numpy", in_use, e)
+            engine.decoder.bound_device = None
+            engine.warm_up()
         return engine
 
     # ------------------------------------------------------------------ facts
@@ -307,6 +322,10 @@ class OrtEngine:
         """One tiny generate and ground call so the first request is not slow."""
         blank = np.full((self.manifest.image_size,) * 2, 0.5, np.float32)
         self.generate([blank], GenerateOptions(max_new_tokens=2, heatmaps=False))
+        if self.decoder.bound_device is not None:  # beams: the bound reorder graph too
+            self.generate(
+                [blank] * 2, GenerateOptions(beam_size=3, max_new_tokens=2, heatmaps=False)
+            )
         if self.decoder.wide is not None:  # the large-batch decoder sessions too
             n = -(-self.decoder.wide_from_rows // 3)  # images at beam 3
             opts = GenerateOptions(beam_size=3, max_new_tokens=2, heatmaps=False)

@@ -30,6 +30,7 @@ from tokenizers import Tokenizer
 
 from model_export.ssacl import anatomy
 from model_export.ssacl import entities as ent
+from service.inference.device_cache import DeviceCache, context_plan, is_identity
 from service.inference.search import (
     Decoded,
     SearchParams,
@@ -41,10 +42,6 @@ from service.inference.session import run
 from service.inference.types import GenerateOptions
 
 _T = TypeVar("_T", int, float)
-
-
-def _is_identity(rows: np.ndarray, n: int) -> bool:
-    return len(rows) == n and np.array_equal(rows, np.arange(n))
 
 
 @dataclass(frozen=True)
@@ -59,7 +56,7 @@ class _RowCache:
 def _reorder_rows(c: _RowCache, rows: np.ndarray) -> _RowCache:
     """Keep / duplicate cache rows; no copy when ``rows`` is the identity (a beam step whose
     parents are the beams in order, a greedy step where no row finished)."""
-    if _is_identity(rows, c.kv.shape[1]):
+    if is_identity(rows, c.kv.shape[1]):
         return c
     return _RowCache(np.take(c.kv, rows, axis=1), c.mask[rows], c.next_pos[rows])
 
@@ -76,28 +73,15 @@ class _SharedCache:
     next_pos: np.ndarray  # (N,) int64
 
 
-def _rows_per_item(item: np.ndarray) -> int:
-    """Length of the leading run of equal items (>= 1 for a non-empty ``item``)."""
-    differs = np.flatnonzero(item != item[0]) if len(item) else np.zeros(0, np.int64)
-    return int(differs[0]) if len(differs) else max(len(item), 1)
-
-
 def _reorder_shared(c: _SharedCache, rows: np.ndarray) -> _SharedCache:
     """Keep / duplicate rows. Generated keys follow ``rows`` (no copy for the identity); the
     context is re-indexed only when the rows' items change (an image left the batch), and
     falls back to one context per row when the new rows are not K-per-item blocks."""
-    kv = c.kv if _is_identity(rows, c.kv.shape[1]) else np.take(c.kv, rows, axis=1)
-    item = c.item[rows]
-    k = _rows_per_item(item)
-    items = item[::k]
-    if len(item) == k * len(items) and np.array_equal(item, np.repeat(items, k)):
-        same = _is_identity(items, c.context.shape[1])
-        context = c.context if same else np.take(c.context, items, axis=1)
-        mask = c.context_mask if same else c.context_mask[items]
-        item = np.repeat(np.arange(len(items), dtype=np.int64), k)
-    else:
-        context, mask = np.take(c.context, item, axis=1), c.context_mask[item]
-        item = np.arange(len(item), dtype=np.int64)
+    kv = c.kv if is_identity(rows, c.kv.shape[1]) else np.take(c.kv, rows, axis=1)
+    gather, item = context_plan(c.item[rows], c.context.shape[1])
+    if gather is None:
+        return _SharedCache(c.context, c.context_mask, item, kv, c.next_pos[rows])
+    context, mask = np.take(c.context, gather, axis=1), c.context_mask[gather]
     return _SharedCache(context, mask, item, kv, c.next_pos[rows])
 
 
@@ -124,14 +108,19 @@ class OrtDecoder:
         tokenizer: Tokenizer,
         wide: Mapping[str, ort.InferenceSession] | None = None,
         wide_from_rows: int = 0,
+        bound_device: str | None = None,
     ) -> None:
         """``wide``: the decoder graphs on more threads, used for searches of at least
-        ``wide_from_rows`` rows (images x beams); None: ``sessions`` always."""
+        ``wide_from_rows`` rows (images x beams); None: ``sessions`` always.
+        ``bound_device`` ("cuda", or "cpu" for tests): keep a shared-context cache in ORT
+        buffers on that device (``device_cache``); None: numpy between calls."""
         self.sessions = sessions
         self.constants = constants
         self.tokenizer = tokenizer
         self.wide = wide
         self.wide_from_rows = wide_from_rows
+        self.bound_device = bound_device if self.shared_context else None
+        self._bound: dict[int, DeviceCache] = {}
 
     def sessions_for(self, rows: int) -> Mapping[str, ort.InferenceSession]:
         """The decoder sessions for a search of ``rows`` rows (images x beams)."""
@@ -215,9 +204,6 @@ class OrtDecoder:
         pmask[:, anatomy.NUM_LEAVES + 1 :] = 1  # CLS hidden, patches visible
         pf = build_prefill(pmask, prompts, int(d["pad_id"]))
         sessions = self.sessions_for(len(found) * beam_size)
-        logits, kv = self.prefill(
-            prefix, pf.input_ids, pf.attention_mask, pf.position_ids, sessions
-        )
         room = int(d["max_len"]) - int(pf.next_pos.max())
         params = SearchParams(
             eos_id=int(d["eos_id"]),
@@ -229,6 +215,18 @@ class OrtDecoder:
         )
         search = greedy_search if beam_size == 1 else beam_search
         step_graph = sessions["decoder_step"]
+        if self.bound_device is not None:
+            bound = self._device_cache(step_graph)
+            feeds = {"prefix": prefix, "input_ids": pf.input_ids}
+            feeds |= {"attention_mask": pf.attention_mask, "position_ids": pf.position_ids}
+            logits, cache = bound.prefill(
+                sessions["decoder_prefill"], feeds, pf.attention_mask, pf.next_pos
+            )
+            seqs = search(logits, cache, bound.stepper(step_graph), bound.reorder, params)
+            return [_drop(s, int(d["pad_id"])) for s in seqs]
+        logits, kv = self.prefill(
+            prefix, pf.input_ids, pf.attention_mask, pf.position_ids, sessions
+        )
         if self.shared_context:
             b, (layers, _, heads, _, head_dim) = len(found), kv.shape
             generated = np.zeros((layers, b, heads, 0, head_dim), kv.dtype)
@@ -240,6 +238,13 @@ class OrtDecoder:
             rows = _RowCache(kv, pf.attention_mask, pf.next_pos)
             seqs = search(logits, rows, self._row_stepper(step_graph), _reorder_rows, params)
         return [_drop(s, int(d["pad_id"])) for s in seqs]
+
+    def _device_cache(self, step: ort.InferenceSession) -> DeviceCache:
+        """The bound cache helper of one step session (made once; holds the reorder graph)."""
+        if id(step) not in self._bound:
+            assert self.bound_device is not None
+            self._bound[id(step)] = DeviceCache(step, self.bound_device)
+        return self._bound[id(step)]
 
     def prompt_ids(self, found: tuple[str, ...]) -> list[int]:
         """``[BOS] entity prompt [SEP]`` (``model_export.ssacl.batch.prompt_ids``)."""

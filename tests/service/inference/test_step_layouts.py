@@ -7,8 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 
+from service.inference.device_cache import BoundCache
 from service.inference.engine import OrtEngine
 from service.inference.ort_decoder import _reorder_shared, _SharedCache
 from service.inference.types import GenerateOptions
@@ -66,3 +68,35 @@ def test_both_layouts_write_the_same_reports(
     a, b = new.generate(images, opts), old.generate(images, opts)
     assert [r.text for r in a] == [r.text for r in b]
     assert [r.num_tokens for r in a] == [r.num_tokens for r in b]
+
+
+@pytest.mark.parametrize("beam", [1, 3])
+def test_the_cache_in_ort_buffers_writes_the_same_reports(
+    tiny_weights_dir: Path, beam: int
+) -> None:
+    """The IO-binding path (``device_cache``; on CUDA hosts by default) on host buffers."""
+    plain = OrtEngine.from_weights(tiny_weights_dir, provider="cpu", threads=1)
+    bound = OrtEngine.from_weights(tiny_weights_dir, provider="cpu", threads=1, io_binding=True)
+    assert plain.decoder.bound_device is None and bound.decoder.bound_device == "cpu"
+    rng = np.random.default_rng(5)
+    images = [rng.random((90, 70)).astype(np.float32) for _ in range(4)]
+    opts = GenerateOptions(beam_size=beam, max_new_tokens=24, heatmaps=False)
+    a, b = plain.generate(images, opts), bound.generate(images, opts)
+    assert [r.text for r in a] == [r.text for r in b]
+    assert [r.num_tokens for r in a] == [r.num_tokens for r in b]
+
+
+def test_the_bound_reorder_matches_the_numpy_one(tiny_weights_dir: Path) -> None:
+    engine = OrtEngine.from_weights(tiny_weights_dir, provider="cpu", threads=1, io_binding=True)
+    helper = engine.decoder._device_cache(engine.sessions["decoder_step"])
+    c = _shared(items=3, k=2)
+    bound = BoundCache(
+        ort.OrtValue.ortvalue_from_numpy(c.context), c.context_mask, c.item,
+        ort.OrtValue.ortvalue_from_numpy(c.kv), c.next_pos,
+    )  # fmt: skip
+    for rows in (np.array([1, 0, 3, 3, 5, 4]), np.array([4, 5, 0, 1]), np.array([0, 2, 1])):
+        want, got = _reorder_shared(c, rows), helper.reorder(bound, rows)
+        np.testing.assert_array_equal(got.context.numpy(), want.context)
+        np.testing.assert_array_equal(got.kv.numpy(), want.kv)
+        np.testing.assert_array_equal(got.context_mask, want.context_mask)
+        assert got.item.tolist() == want.item.tolist()

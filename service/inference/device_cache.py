@@ -1,0 +1,141 @@
+"""The shared-context KV cache kept in ONNX Runtime buffers (IO binding), for the CUDA provider.
+
+With numpy between calls (``ort_decoder._SharedCache``), every step's cache goes from the
+device to the host and back. Here the prefill's ``present`` becomes the context without
+leaving the device, each step's ``present`` (the rows' generated keys) is bound straight back
+as the next step's ``past``, and a beam reorder gathers rows with a one-node ``Gather`` graph
+on the same device (``session.gather_model``). Per step, only token ids, positions and the
+context's key mask (a few KB) go in, and the logits (N, V) come out. On the CPU provider the
+same code runs on host buffers, which is how it is tested without a GPU (same tokens as the
+numpy path).
+
+The row bookkeeping (:func:`context_plan`) is shared with the numpy path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import onnxruntime as ort
+
+from service.inference.session import CUDA, create_session_from, gather_model
+
+ONNX_ELEM = {"tensor(float)": 1, "tensor(float16)": 10}
+
+
+def is_identity(rows: np.ndarray, n: int) -> bool:
+    """Whether ``rows`` keeps all ``n`` rows in order (a reorder that copies nothing)."""
+    return len(rows) == n and np.array_equal(rows, np.arange(n))
+
+
+def _rows_per_item(item: np.ndarray) -> int:
+    """Length of the leading run of equal items (>= 1 for a non-empty ``item``)."""
+    differs = np.flatnonzero(item != item[0]) if len(item) else np.zeros(0, np.int64)
+    return int(differs[0]) if len(differs) else max(len(item), 1)
+
+
+def context_plan(item: np.ndarray, n_context: int) -> tuple[np.ndarray | None, np.ndarray]:
+    """The context after a reorder whose rows now belong to context items ``item`` (N,).
+
+    Returns the context items to gather (None: keep all ``n_context`` as they are) and each
+    row's item in the gathered context. Rows in K-per-item blocks keep one context per item
+    (re-indexed only when an item left); any other order gets one context per row.
+    """
+    k = _rows_per_item(item)
+    items = item[::k]
+    if len(item) == k * len(items) and np.array_equal(item, np.repeat(items, k)):
+        keep = is_identity(items, n_context)
+        return (None if keep else items), np.repeat(np.arange(len(items), dtype=np.int64), k)
+    return item, np.arange(len(item), dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class BoundCache:
+    """:class:`ort_decoder._SharedCache` with the two large tensors in ORT buffers."""
+
+    context: ort.OrtValue  # (2 * depth, B, heads, L, head_dim): the prefill's present
+    context_mask: np.ndarray  # (B, L) int64, host
+    item: np.ndarray  # (N,) int64: context item of each row
+    kv: ort.OrtValue  # (2 * depth, N, heads, G, head_dim): generated positions only
+    next_pos: np.ndarray  # (N,) int64
+
+
+class DeviceCache:
+    """Prefill, step and reorder with the cache bound on ``device`` ("cuda" or "cpu")."""
+
+    def __init__(self, step: ort.InferenceSession, device: str) -> None:
+        """``step``: a shared-context ``decoder_step`` session (its provider and element
+        type are used for the reorder graph)."""
+        self.device = device
+        options = step.get_provider_options().get(CUDA, {}) if device == "cuda" else {}
+        self.device_id = int(options.get("device_id", 0))
+        elem = ONNX_ELEM[next(i.type for i in step.get_inputs() if i.name == "context")]
+        self.dtype = np.float16 if elem == 10 else np.float32
+        self.gather = create_session_from(
+            gather_model(elem), step.get_providers(), 1, "KV reorder graph"
+        )
+
+    def _bind_out(self, binding: ort.IOBinding, name: str) -> None:
+        binding.bind_output(name, self.device, self.device_id)
+
+    def _take(self, value: ort.OrtValue, rows: np.ndarray) -> ort.OrtValue:
+        """Rows ``rows`` of axis 1 of ``value``, on the device."""
+        b = self.gather.io_binding()
+        b.bind_ortvalue_input("data", value)
+        b.bind_cpu_input("indices", np.ascontiguousarray(rows, dtype=np.int64))
+        self._bind_out(b, "out")
+        self.gather.run_with_iobinding(b)
+        return b.get_outputs()[0]
+
+    def prefill(
+        self,
+        sess: ort.InferenceSession,
+        feeds: Mapping[str, np.ndarray],
+        attention_mask: np.ndarray,
+        next_pos: np.ndarray,
+    ) -> tuple[np.ndarray, BoundCache]:
+        """``decoder_prefill`` with ``present`` kept on the device as the context; the last
+        logits (B, V) on the host and the cache of B rows with nothing generated yet."""
+        b = sess.io_binding()
+        for name, value in feeds.items():
+            b.bind_cpu_input(name, np.ascontiguousarray(value))
+        b.bind_output("logits", "cpu")
+        self._bind_out(b, "present")
+        sess.run_with_iobinding(b)
+        logits, context = b.get_outputs()
+        layers, n, heads, _, head_dim = context.shape()
+        empty = np.zeros((layers, n, heads, 0, head_dim), self.dtype)
+        kv = ort.OrtValue.ortvalue_from_numpy(empty, self.device, self.device_id)
+        items = np.arange(n, dtype=np.int64)
+        return logits.numpy(), BoundCache(context, attention_mask, items, kv, next_pos)
+
+    def stepper(
+        self, sess: ort.InferenceSession
+    ) -> Callable[[np.ndarray, BoundCache], tuple[np.ndarray, BoundCache]]:
+        """One bound ``decoder_step`` call per token (the search's ``step``)."""
+
+        def step(tokens: np.ndarray, c: BoundCache) -> tuple[np.ndarray, BoundCache]:
+            b = sess.io_binding()
+            b.bind_cpu_input("input_ids", np.ascontiguousarray(tokens[:, None], np.int64))
+            b.bind_cpu_input("position_ids", np.ascontiguousarray(c.next_pos[:, None]))
+            b.bind_ortvalue_input("context", c.context)
+            b.bind_cpu_input("context_mask", np.ascontiguousarray(c.context_mask))
+            b.bind_ortvalue_input("past", c.kv)
+            b.bind_output("logits", "cpu")
+            self._bind_out(b, "present")
+            sess.run_with_iobinding(b)
+            logits, kv = b.get_outputs()
+            return logits.numpy(), BoundCache(c.context, c.context_mask, c.item, kv, c.next_pos + 1)
+
+        return step
+
+    def reorder(self, c: BoundCache, rows: np.ndarray) -> BoundCache:
+        """Keep / duplicate rows (``ort_decoder._reorder_shared``, on the device)."""
+        kv = c.kv if is_identity(rows, c.kv.shape()[1]) else self._take(c.kv, rows)
+        gather, item = context_plan(c.item[rows], c.context.shape()[1])
+        if gather is None:
+            return BoundCache(c.context, c.context_mask, item, kv, c.next_pos[rows])
+        context = self._take(c.context, gather)
+        return BoundCache(context, c.context_mask[gather], item, kv, c.next_pos[rows])
