@@ -55,6 +55,15 @@ def test_rows_that_are_not_blocks_get_one_context_each() -> None:
     assert r.item.tolist() == [0, 1, 2]
 
 
+def _assert_same_reports(a: OrtEngine, b: OrtEngine, beam: int, images: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    batch = [rng.random((96, 80)).astype(np.float32) for _ in range(images)]
+    opts = GenerateOptions(beam_size=beam, max_new_tokens=24, heatmaps=False)
+    ra, rb = a.generate(batch, opts), b.generate(batch, opts)
+    assert [r.text for r in ra] == [r.text for r in rb]
+    assert [r.num_tokens for r in ra] == [r.num_tokens for r in rb]
+
+
 @pytest.mark.parametrize("beam", [1, 3])
 def test_both_layouts_write_the_same_reports(
     tiny_weights_dir: Path, tiny_legacy_weights_dir: Path, beam: int
@@ -62,12 +71,7 @@ def test_both_layouts_write_the_same_reports(
     new = OrtEngine.from_weights(tiny_weights_dir, provider="cpu", threads=1)
     old = OrtEngine.from_weights(tiny_legacy_weights_dir, provider="cpu", threads=1)
     assert new.decoder.shared_context and not old.decoder.shared_context
-    rng = np.random.default_rng(3)
-    images = [rng.random((96, 80)).astype(np.float32) for _ in range(3)]
-    opts = GenerateOptions(beam_size=beam, max_new_tokens=24, heatmaps=False)
-    a, b = new.generate(images, opts), old.generate(images, opts)
-    assert [r.text for r in a] == [r.text for r in b]
-    assert [r.num_tokens for r in a] == [r.num_tokens for r in b]
+    _assert_same_reports(new, old, beam, images=3, seed=3)
 
 
 @pytest.mark.parametrize("beam", [1, 3])
@@ -78,12 +82,7 @@ def test_the_cache_in_ort_buffers_writes_the_same_reports(
     plain = OrtEngine.from_weights(tiny_weights_dir, provider="cpu", threads=1)
     bound = OrtEngine.from_weights(tiny_weights_dir, provider="cpu", threads=1, io_binding=True)
     assert plain.decoder.bound_device is None and bound.decoder.bound_device == "cpu"
-    rng = np.random.default_rng(5)
-    images = [rng.random((90, 70)).astype(np.float32) for _ in range(4)]
-    opts = GenerateOptions(beam_size=beam, max_new_tokens=24, heatmaps=False)
-    a, b = plain.generate(images, opts), bound.generate(images, opts)
-    assert [r.text for r in a] == [r.text for r in b]
-    assert [r.num_tokens for r in a] == [r.num_tokens for r in b]
+    _assert_same_reports(plain, bound, beam, images=4, seed=5)
 
 
 def test_the_bound_reorder_matches_the_numpy_one(tiny_weights_dir: Path) -> None:
