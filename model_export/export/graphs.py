@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,6 +87,15 @@ def step_spec(owner: nn.Module, d: DecoderConfig, p: int) -> _Spec:
             "present": {1: "batch", 3: "total"}}  # fmt: skip
     module = W.DecoderStepForExport(owner)  # type: ignore[arg-type]  # uses .decoder only
     return _Spec(module, args, W.STEP_INPUTS, W.DECODER_OUTPUTS, axes)
+
+
+def entity_head_spec(head: nn.Module, shapes: Sequence[tuple[int, ...]]) -> _Spec:
+    """A refitted entity head (``entity_refit``): inputs ``tap0``, ``tap1``, ... shaped like
+    ``shapes`` (B, T_i, D_i), outputs ``pathology_logits`` (B, C) and ``patch_logits``."""
+    names = tuple(f"tap{i}" for i in range(len(shapes)))
+    outputs = ("pathology_logits", "patch_logits")
+    args = tuple(torch.zeros((2, *s[1:])) for s in shapes)
+    return _Spec(head, args, names, outputs, {n: {0: "batch"} for n in names + outputs})
 
 
 def export_spec(sp: _Spec, path: Path, opset: int) -> GraphIO:

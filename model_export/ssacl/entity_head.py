@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -35,4 +36,36 @@ class PatchEntityHead(nn.Module):
 
     def forward(self, patches: Tensor) -> tuple[Tensor, Tensor]:
         s = self.proj(self.norm(patches))  # (B, N, C)
+        return lse_pool(s, self.sharpness), s
+
+
+class ConvEntityHead(nn.Module):
+    """Multi-depth convolutional entity head, refitted on a frozen encoder (``entity_refit``).
+
+    Inputs: token tensors of several encoder depths, each (B, T_i, D_i) whose last
+    ``grid**2`` tokens are the patches in row-major order (a leading CLS is ignored). Their
+    patches are concatenated (B, N, sum D_i), layer-normalised and read by a 1x1 convolution
+    then two 3x3 convolutions on the (grid, grid) layout, so a patch's evidence sees its
+    neighbours (a pleural line or a clavicle break spans patches) and the earlier depths'
+    finer detail. Pooled per image like :class:`PatchEntityHead`. Returns image logits
+    (B, C) and patch logits (B, N, C).
+    """
+
+    def __init__(
+        self, dims: tuple[int, ...], num_labels: int, grid: int, hidden: int, sharpness: float
+    ) -> None:
+        super().__init__()
+        self.grid, self.sharpness = grid, sharpness
+        self.norm = nn.LayerNorm(sum(dims))
+        self.reduce = nn.Conv2d(sum(dims), hidden, 1)
+        self.mix = nn.Conv2d(hidden, hidden, 3, padding=1)
+        self.out = nn.Conv2d(hidden, num_labels, 3, padding=1)
+
+    def forward(self, *taps: Tensor) -> tuple[Tensor, Tensor]:
+        n = self.grid * self.grid
+        x = self.norm(torch.cat([t[:, -n:] for t in taps], dim=-1))  # (B, N, sum D)
+        b, _, d = x.shape
+        z = x.transpose(1, 2).reshape(b, d, self.grid, self.grid)
+        z = self.out(F.gelu(self.mix(F.gelu(self.reduce(z)))))
+        s = z.flatten(2).transpose(1, 2)  # (B, N, C)
         return lse_pool(s, self.sharpness), s

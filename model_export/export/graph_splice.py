@@ -1,0 +1,127 @@
+"""ONNX surgery on an exported encoder graph: expose inner tensors, swap the head behind an
+output, drop what no output needs.
+
+Tensor names follow ``torch.onnx.export``'s scoping of our modules: a ViT block's output is
+the output of node ``/blocks.{i}/Add_1`` (its second residual add) and the final patch tokens
+are the input of ``/patch_entity/norm/LayerNormalization``. Anything else raises ValueError.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import onnx
+from onnx import helper
+
+FINAL_TOKENS_NODE = "/patch_entity/norm/LayerNormalization"
+
+
+def block_output(graph: onnx.GraphProto, block: int) -> str:
+    """Name of ViT block ``block``'s output tensor (B, T, D)."""
+    for node in graph.node:
+        if node.name == f"/blocks.{block}/Add_1":
+            return str(node.output[0])
+    raise ValueError(f"the encoder graph has no block {block} (node /blocks.{block}/Add_1)")
+
+
+def final_tokens(graph: onnx.GraphProto) -> str:
+    """Name of the final normalised patch tokens (B, N, D) the entity head reads."""
+    for node in graph.node:
+        if node.name == FINAL_TOKENS_NODE:
+            return str(node.input[0])
+    raise ValueError(f"the encoder graph has no {FINAL_TOKENS_NODE} (not a patch entity head?)")
+
+
+def tap_names(graph: onnx.GraphProto, blocks: Sequence[int]) -> list[str]:
+    """Final patch tokens first, then the outputs of ``blocks`` in the given order."""
+    return [final_tokens(graph)] + [block_output(graph, b) for b in blocks]
+
+
+def with_outputs(model: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProto:
+    """A copy of ``model`` that also outputs the inner tensors ``names`` (float, any shape)."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    have = {o.name for o in out.graph.output}
+    for name in names:
+        if name not in have:
+            out.graph.output.append(
+                helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None)
+            )
+    return out
+
+
+def prune(graph: onnx.GraphProto) -> int:
+    """Remove nodes and initialisers no graph output depends on; returns nodes removed."""
+    needed = {o.name for o in graph.output}
+    keep: list[onnx.NodeProto] = []
+    for node in reversed(graph.node):
+        if any(o in needed for o in node.output):
+            keep.append(node)
+            needed.update(i for i in node.input if i)
+    removed = len(graph.node) - len(keep)
+    del graph.node[:]
+    graph.node.extend(reversed(keep))
+    inits = [i for i in graph.initializer if i.name in needed]
+    del graph.initializer[:]
+    graph.initializer.extend(inits)
+    vis = [v for v in graph.value_info if v.name in needed]
+    del graph.value_info[:]
+    graph.value_info.extend(vis)
+    return removed
+
+
+def replace_output(
+    model: onnx.ModelProto,
+    output: str,
+    head: onnx.ModelProto,
+    bind: Mapping[str, str],
+    prefix: str,
+) -> onnx.ModelProto:
+    """``model`` with graph output ``output`` computed by ``head`` instead.
+
+    ``bind`` maps each of ``head``'s inputs to the tensor of ``model`` it reads; one of
+    ``head``'s outputs must be named ``output`` (its other outputs are dropped). Its nodes,
+    initialisers and inner edges are renamed under ``prefix``; the old producer of ``output``
+    and whatever only it needed are pruned. Opsets must match.
+    """
+    if {o.domain or "": o.version for o in model.opset_import}.get("") != {
+        o.domain or "": o.version for o in head.opset_import
+    }.get(""):
+        raise ValueError("the head's opset differs from the encoder's")
+    g, h = model.graph, head.graph
+    if output not in {o.name for o in g.output} or output not in {o.name for o in h.output}:
+        raise ValueError(f"{output!r} must be an output of both graphs")
+    known = {i.name for i in g.input} | {i.name for i in g.initializer}
+    known |= {o for n in g.node for o in n.output}
+    if unbound := sorted({i.name for i in h.input} - set(bind)):
+        raise ValueError(f"head inputs not bound to encoder tensors: {unbound}")
+    if missing := sorted(set(bind.values()) - known):
+        raise ValueError(f"the head reads tensors the encoder lacks: {missing}")
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    g = out.graph
+    for node in g.node:  # detach the old producer; prune removes it
+        for k, name in enumerate(node.output):
+            if name == output:
+                node.output[k] = prefix + "replaced/" + output
+
+    def rename(name: str) -> str:
+        if name in bind:
+            return bind[name]
+        return name if not name or name == output else prefix + name
+
+    for node in h.node:
+        new = onnx.NodeProto()
+        new.CopyFrom(node)
+        new.name = prefix + node.name
+        new.input[:] = [rename(i) for i in node.input]
+        new.output[:] = [rename(o) for o in node.output]
+        g.node.append(new)
+    for init in h.initializer:
+        new_init = onnx.TensorProto()
+        new_init.CopyFrom(init)
+        new_init.name = rename(init.name)
+        g.initializer.append(new_init)
+    prune(g)
+    onnx.checker.check_model(out)
+    return out
