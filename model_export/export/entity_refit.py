@@ -11,8 +11,11 @@ final tokens and the outputs of ``--blocks`` (no training checkpoint needed):
 
 1. the encoder graph, with those tensors exposed (``graph_splice``), is run by ONNX Runtime
    on training phantoms (the training seed range) and on the training patients of
-   ``--folder`` (held-out patients are never read); about 230 KB of float16 features per
-   image are held in memory;
+   ``--folder`` (held-out patients are never read), each image through the training
+   augmentation (``augment.Augmenter``: flip with sides renamed, affine, gamma, contrast,
+   blur, noise); the folder's images once as acquired and ``--folder-copies`` times
+   augmented, so a small real set is seen under acquisition shifts; about 230 KB of
+   float16 features per image are held in memory;
 2. the head is trained on them (class-balanced BCE, unknown folder labels masked), the epoch
    with the best mean AUROC on validation phantoms is kept;
 3. its ONNX export is spliced into ``encoder.onnx`` behind ``pathology_logits``; every other
@@ -43,6 +46,7 @@ import torch
 import torch.nn.functional as F
 
 from model_export.data import readers
+from model_export.data.augment import Augmenter
 from model_export.data.pipeline import FolderSource, PhantomSource, phantom_seeds
 from model_export.export import graph_splice
 from model_export.export import graphs as G
@@ -63,6 +67,8 @@ class RefitOptions:
     train_phantoms: int = 24000
     val_phantoms: int = 800
     folder: str | None = None  # labelled image folder; its training patients are added
+    folder_copies: int = 2  # augmented copies of each folder image (besides the original)
+    augment: bool = True  # training augmentation on phantoms and folder copies
     blocks: tuple[int, ...] = (3, 1)  # ViT blocks tapped besides the final tokens
     hidden: int = 128  # convolution width
     epochs: int = 15
@@ -88,10 +94,12 @@ class Features:
 
 def collect(
     session: Any, names: Sequence[str], source: Any, size: int, what: str,
-    dtype: type = np.float16,
+    dtype: type = np.float16, augment: int | None = None,
 ) -> Features:  # fmt: skip
     """Run the tapped encoder over every sample of ``source``, keeping the taps as ``dtype``
-    (float16 halves the memory; the head then trains on rounded inputs); progress on stderr."""
+    (float16 halves the memory; the head then trains on rounded inputs); progress on stderr.
+    ``augment``: a seed; each sample then goes through ``Augmenter`` with its own generator."""
+    aug = None if augment is None else (Augmenter(), augment)
     taps: list[list[np.ndarray]] = [[] for _ in names]
     labels: list[Any] = []
     mask: list[Any] = []
@@ -100,6 +108,9 @@ def collect(
     mean, std = session.norm
     for k in range(0, n, 32):
         samples = [source[i] for i in range(k, min(n, k + 32))]
+        if aug is not None:
+            fn, seed = aug
+            samples = [fn(s, np.random.default_rng((seed, k + j))) for j, s in enumerate(samples)]
         x = batch_inputs([to_model_input(crop(im, content_box(im)), size, mean, std)
                           for im in (np.asarray(s.image) for s in samples)])  # fmt: skip
         out = session.run(["pathology_logits", *names], {"image": x})
@@ -119,12 +130,13 @@ def collect(
     )
 
 
-def join(a: Features, b: Features) -> Features:
+def join(parts: Sequence[Features]) -> Features:
+    """One ``Features`` of several, in order (one copy of the taps)."""
     return Features(
-        [np.concatenate([x, y]) for x, y in zip(a.taps, b.taps, strict=True)],
-        np.concatenate([a.labels, b.labels]),
-        np.concatenate([a.mask, b.mask]),
-        np.concatenate([a.logits, b.logits]),
+        [np.concatenate(t) for t in zip(*(f.taps for f in parts), strict=True)],
+        np.concatenate([f.labels for f in parts]),
+        np.concatenate([f.mask for f in parts]),
+        np.concatenate([f.logits for f in parts]),
     )
 
 
@@ -225,11 +237,18 @@ def refit(weights: Path, o: RefitOptions) -> dict[str, Any]:
     grid = size // int(body["config"]["vision"]["patch_size"])
     m = load_manifest(weights)  # verifies the files' hashes
     tapped = _Tapped(graph_splice.with_outputs(model, names), (m.mean, m.std), o.threads)
-    train = collect(tapped, names, PhantomSource(phantom_seeds("train", o.train_phantoms), size),
-                    size, "train phantoms")  # fmt: skip
+    seed = o.seed if o.augment else None
+    phantoms = PhantomSource(phantom_seeds("train", o.train_phantoms), size)
+    parts = [collect(tapped, names, phantoms, size, "train phantoms", augment=seed)]
     if o.folder:
         studies = readers.held_out_split(readers.read_image_folder(Path(o.folder)), "train")
-        train = join(train, collect(tapped, names, FolderSource(studies, size), size, "folder"))
+        folder = FolderSource(studies, size)
+        parts.append(collect(tapped, names, folder, size, "folder"))
+        for copy in range(o.folder_copies if o.augment else 0):
+            parts.append(collect(tapped, names, folder, size, f"folder copy {copy + 1}",
+                                 augment=o.seed + 1 + copy))  # fmt: skip
+    train = join(parts)
+    del parts
     val = collect(tapped, names, PhantomSource(phantom_seeds("val", o.val_phantoms), size),
                   size, "val phantoms")  # fmt: skip
     head, log = fit_head(train, val, grid, labels, o)
@@ -252,8 +271,16 @@ def refit(weights: Path, o: RefitOptions) -> dict[str, Any]:
     body.pop("files", None)
     body.pop("calibration", None)  # fitted to the old logits
     body["entity_refit"] = record
+    body["model"] = refitted_model(body["model"])
     write_manifest(weights, body)
     return record
+
+
+def refitted_model(model: dict[str, Any]) -> dict[str, Any]:
+    """The manifest's ``model`` entry with ``.refit`` on its version (once), so responses
+    and metrics tell the refitted encoder from the exported one."""
+    version = str(model["version"]).removesuffix(".refit")
+    return {**model, "version": version + ".refit"}
 
 
 def _parity(
@@ -276,6 +303,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--train-phantoms", type=int, default=d.train_phantoms)
     p.add_argument("--val-phantoms", type=int, default=d.val_phantoms)
     p.add_argument("--folder", default=None, help="labelled folder; its training patients")
+    p.add_argument("--folder-copies", type=int, default=d.folder_copies)
+    p.add_argument("--no-augment", action="store_true", help="features of the images as given")
     p.add_argument("--blocks", type=int, nargs="*", default=list(d.blocks))
     p.add_argument("--hidden", type=int, default=d.hidden)
     p.add_argument("--epochs", type=int, default=d.epochs)
@@ -284,8 +313,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--threads", type=int, default=d.threads)
     a = p.parse_args(argv)
-    o = RefitOptions(a.train_phantoms, a.val_phantoms, a.folder, tuple(a.blocks), a.hidden,
-                     a.epochs, a.batch_size, a.lr, seed=a.seed, threads=a.threads)  # fmt: skip
+    o = RefitOptions(a.train_phantoms, a.val_phantoms, a.folder, a.folder_copies,
+                     not a.no_augment, tuple(a.blocks), a.hidden, a.epochs, a.batch_size, a.lr,
+                     seed=a.seed, threads=a.threads)  # fmt: skip
     torch.set_num_threads(o.threads)
     try:
         record = refit(a.weights, o)

@@ -62,6 +62,8 @@ def test_refit_replaces_only_the_entity_logits(tiny_weights_dir: Path, tmp_path:
     assert "calibration" not in body  # stale after the refit
     assert record["train_images"] == 96 and len(record["epochs"]) == 2
     assert record["parity_max_abs_diff"] < R.PARITY_ATOL
+    assert body["model"]["version"].endswith("+step60.refit")
+    assert R.refitted_model(body["model"]) == body["model"]  # marked once
     new = OrtEngine.from_weights(weights, provider="cpu", threads=1)  # hashes renewed
     rng = np.random.default_rng(0)
     x = new.preprocess([rng.random((40, 36)).astype(np.float32) for _ in range(3)])
@@ -85,3 +87,18 @@ def _opts():  # type: ignore[no-untyped-def]
     from service.inference.types import GenerateOptions
 
     return GenerateOptions(beam_size=1, max_new_tokens=12, heatmaps=False)
+
+
+def test_augmented_copies_differ_and_are_reproducible(tiny_weights_dir: Path) -> None:
+    from model_export.data.pipeline import PhantomSource
+
+    model = onnx.load(str(tiny_weights_dir / "encoder.onnx"))
+    names = graph_splice.tap_names(model.graph, [0])
+    sess = R._Tapped(graph_splice.with_outputs(model, names), (0.5, 0.25), threads=1)
+    src = PhantomSource(range(4), 32)
+    plain = R.collect(sess, names, src, 32, "plain")
+    a, b = (R.collect(sess, names, src, 32, "aug", augment=7) for _ in range(2))
+    assert np.array_equal(a.taps[0], b.taps[0]) and not np.array_equal(a.taps[0], plain.taps[0])
+    assert np.array_equal(a.labels, plain.labels)  # labels survive flips and warps
+    both = R.join([plain, a])
+    assert len(both.labels) == 8 and both.taps[1].shape[0] == 8
