@@ -41,6 +41,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--weights", default="weights")
     p.add_argument("--out", required=True)
     p.add_argument("--phantom-test", type=int, default=500)
+    p.add_argument(
+        "--phantom-start", type=int, default=0, help="skip the first K test phantoms (a fresh set)"
+    )
     p.add_argument("--beams", type=int, default=3)
     p.add_argument("--folder", default=None)
     p.add_argument("--batch-size", type=int, default=8)
@@ -72,10 +75,10 @@ class _TruthEntities:
 
 
 def evaluate_phantoms(
-    engine: OrtEngine, n: int, beams: int, batch: int, truth_entities: bool = False
+    engine: OrtEngine, n: int, beams: int, batch: int, truth_entities: bool = False, start: int = 0
 ) -> dict[str, Any]:
-    """CE, NLG, AUROC, ECE and coherence counts on ``n`` test phantoms."""
-    src = PhantomSource(phantom_seeds("test", n), engine.manifest.image_size)
+    """CE, NLG, AUROC, ECE and coherence counts on ``n`` test phantoms from the ``start``-th."""
+    src = PhantomSource(phantom_seeds("test", n, start), engine.manifest.image_size)
     opts = GenerateOptions(beam_size=beams, heatmaps=False)
     texts, refs, truth, probs = [], [], [], []
     dropped: Counter[str] = Counter()
@@ -160,9 +163,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     o = parse_args(argv)
     engine = OrtEngine.from_weights(o.weights)
     res: dict[str, Any] = {"weights": engine.model_facts, "beams": o.beams}
-    res["truth_entities"] = o.truth_entities
+    res["truth_entities"], res["phantom_start"] = o.truth_entities, o.phantom_start
     res["phantoms"] = evaluate_phantoms(
-        engine, o.phantom_test, o.beams, o.batch_size, o.truth_entities
+        engine, o.phantom_test, o.beams, o.batch_size, o.truth_entities, o.phantom_start
     )
     if o.folder:
         res["real_test_half"] = evaluate_real(engine, Path(o.folder), o.batch_size)

@@ -48,21 +48,19 @@ class Source(Protocol):
     def __getitem__(self, i: int) -> TrainSample: ...
 
 
-def phantom_seeds(split: str, n: int) -> range:
-    """Seeds of ``n`` phantoms: ``train`` = 0..n-1; ``test`` from 1e9 and ``val`` from 2e9
-    (three disjoint ranges)."""
-    if n < 0:
-        raise ValueError(f"number of phantoms must be >= 0, got {n}")
+def phantom_seeds(split: str, n: int, start: int = 0) -> range:
+    """Seeds of ``n`` phantoms from the ``start``-th of a split: ``train`` = 0..; ``test``
+    from 1e9 and ``val`` from 2e9 (three disjoint ranges)."""
+    if n < 0 or start < 0:
+        raise ValueError(f"number and start of phantoms must be >= 0, got {n}, {start}")
+    if n + start > PHANTOM_TEST_SEED0:
+        raise ValueError(f"at most {PHANTOM_TEST_SEED0} {split} phantoms")
     if split == "train":
-        if n > PHANTOM_TEST_SEED0:
-            raise ValueError(f"at most {PHANTOM_TEST_SEED0} training phantoms")
-        return range(n)
+        return range(start, start + n)
     first = {"test": PHANTOM_TEST_SEED0, "val": PHANTOM_VAL_SEED0}.get(split)
     if first is None:
         raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
-    if n > PHANTOM_TEST_SEED0:
-        raise ValueError(f"at most {PHANTOM_TEST_SEED0} {split} phantoms")
-    return range(first, first + n)
+    return range(first + start, first + start + n)
 
 
 def folder_labels(positives: Mapping[str, int]) -> tuple[tuple[float, ...], tuple[float, ...]]:

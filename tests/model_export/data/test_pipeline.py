@@ -74,6 +74,13 @@ def test_phantom_seed_ranges_disjoint() -> None:
     assert set(val).isdisjoint(test) and set(val).isdisjoint(train)
     with pytest.raises(ValueError, match="split"):
         phantom_seeds("dev", 3)
+    fresh = phantom_seeds("test", 500, start=1000)  # a test set after an exploration's 1000
+    assert fresh[0] == PHANTOM_TEST_SEED0 + 1000 and set(fresh).isdisjoint(
+        phantom_seeds("test", 1000)
+    )
+    assert phantom_seeds("train", 3, start=5) == range(5, 8)
+    with pytest.raises(ValueError, match=">= 0"):
+        phantom_seeds("test", 3, start=-1)
 
 
 def test_mix_plan_follows_weights_and_covers_sources() -> None:
