@@ -71,7 +71,7 @@ class RefitOptions:
     augment: bool = True  # training augmentation on phantoms and folder copies
     blocks: tuple[int, ...] = (3, 1)  # ViT blocks tapped besides the final tokens
     hidden: int = 128  # convolution width
-    epochs: int = 15
+    epochs: int = 12
     batch_size: int = 128
     lr: float = 1e-3  # one-cycle peak, AdamW
     weight_decay: float = 1e-2
