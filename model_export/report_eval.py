@@ -83,6 +83,7 @@ def evaluate_phantoms(
     texts, refs, truth, probs = [], [], [], []
     dropped: Counter[str] = Counter()
     left: Counter[str] = Counter()
+    entities = engine.entities  # restored below: --truth-entities replaces it per batch
     for k in range(0, n, batch):
         samples = [src[i] for i in range(k, min(k + batch, n))]
         if truth_entities:
@@ -96,6 +97,7 @@ def evaluate_phantoms(
             probs.append([r.entity_probs[name] for name in engine.manifest.labels])
             dropped.update(r.dropped)
             left.update(repetition_contradiction_counts(split_sentences(r.text)))
+    engine.entities = entities  # type: ignore[method-assign]
     t, p = (np.array(truth) == 1).astype(int), np.array(probs)
     labels = list(engine.manifest.labels)
     return {

@@ -1,7 +1,7 @@
 """Refit a weights folder's entity head on its frozen encoder, in place.
 
 ``python -m model_export.export.entity_refit WEIGHTS_DIR [--train-phantoms 24000]
-[--folder DIR] [--val-phantoms 800] [--blocks 3 1] [--epochs 15]``
+[--folder DIR] [--val-phantoms 800] [--blocks 3 1] [--epochs 12]``
 
 The jointly trained head is one linear map per patch of the final tokens
 (``entity_head.PatchEntityHead``); small findings (a pleural line, a nodule, a clavicle break)
@@ -35,7 +35,7 @@ import json
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -52,12 +52,13 @@ from model_export.export import graph_splice
 from model_export.export import graphs as G
 from model_export.metrics.classification import auroc_per_label
 from model_export.ssacl.entity_head import ConvEntityHead
-from service.imaging.borders import content_box, crop
-from service.imaging.preprocess import batch_inputs, to_model_input
-from service.inference.manifest import load_manifest, write_manifest
+from service.inference.engine import OrtEngine
+from service.inference.manifest import write_manifest
 
 PREFIX = "entity_refit/"
 PARITY_ATOL = 1e-4  # spliced graph vs the PyTorch head (float32 reordering only)
+#: (H, W) images in [0, 1] -> (B, 1, S, S) encoder input (``OrtEngine.preprocess``).
+Preprocess = Callable[[list[np.ndarray]], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -93,26 +94,26 @@ class Features:
 
 
 def collect(
-    session: Any, names: Sequence[str], source: Any, size: int, what: str,
+    session: Any, names: Sequence[str], source: Any, preprocess: Preprocess, what: str,
     dtype: type = np.float16, augment: int | None = None,
 ) -> Features:  # fmt: skip
     """Run the tapped encoder over every sample of ``source``, keeping the taps as ``dtype``
     (float16 halves the memory; the head then trains on rounded inputs); progress on stderr.
-    ``augment``: a seed; each sample then goes through ``Augmenter`` with its own generator."""
-    aug = None if augment is None else (Augmenter(), augment)
+    ``preprocess`` is the engine's (``OrtEngine.preprocess``), so the head sees what the
+    service feeds the encoder. ``augment``: a seed; each sample then goes through
+    ``Augmenter`` with its own generator."""
+    augmenter = Augmenter()
     taps: list[list[np.ndarray]] = [[] for _ in names]
     labels: list[Any] = []
     mask: list[Any] = []
     logits: list[np.ndarray] = []
     t0, n = time.perf_counter(), len(source)
-    mean, std = session.norm
     for k in range(0, n, 32):
         samples = [source[i] for i in range(k, min(n, k + 32))]
-        if aug is not None:
-            fn, seed = aug
-            samples = [fn(s, np.random.default_rng((seed, k + j))) for j, s in enumerate(samples)]
-        x = batch_inputs([to_model_input(crop(im, content_box(im)), size, mean, std)
-                          for im in (np.asarray(s.image) for s in samples)])  # fmt: skip
+        if augment is not None:
+            samples = [augmenter(s, np.random.default_rng((augment, k + j)))
+                       for j, s in enumerate(samples)]  # fmt: skip
+        x = preprocess([np.asarray(s.image) for s in samples])
         out = session.run(["pathology_logits", *names], {"image": x})
         logits.append(out[0])
         for store, arr in zip(taps, out[1:], strict=True):
@@ -208,9 +209,9 @@ def head_graph(
 
 
 class _Tapped:
-    """ONNX Runtime session of the encoder with inner tensors exposed, plus its input norm."""
+    """ONNX Runtime session of the encoder with inner tensors exposed."""
 
-    def __init__(self, model: onnx.ModelProto, norm: tuple[Any, Any], threads: int) -> None:
+    def __init__(self, model: onnx.ModelProto, threads: int) -> None:
         import onnxruntime as ort
 
         so = ort.SessionOptions()
@@ -218,7 +219,6 @@ class _Tapped:
         self.sess = ort.InferenceSession(
             model.SerializeToString(), so, providers=["CPUExecutionProvider"]
         )
-        self.norm = norm
 
     def run(self, names: Sequence[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         return list(self.sess.run(list(names), feeds))
@@ -235,22 +235,22 @@ def refit(weights: Path, o: RefitOptions) -> dict[str, Any]:
     names = graph_splice.tap_names(model.graph, o.blocks)
     size, labels = int(body["input"]["size"]), list(body["labels"])
     grid = size // int(body["config"]["vision"]["patch_size"])
-    m = load_manifest(weights)  # verifies the files' hashes
-    tapped = _Tapped(graph_splice.with_outputs(model, names), (m.mean, m.std), o.threads)
+    prep = OrtEngine.from_weights(weights, provider="cpu", threads=o.threads).preprocess
+    tapped = _Tapped(graph_splice.with_outputs(model, names), o.threads)  # hashes verified ^
     seed = o.seed if o.augment else None
     phantoms = PhantomSource(phantom_seeds("train", o.train_phantoms), size)
-    parts = [collect(tapped, names, phantoms, size, "train phantoms", augment=seed)]
+    parts = [collect(tapped, names, phantoms, prep, "train phantoms", augment=seed)]
     if o.folder:
         studies = readers.held_out_split(readers.read_image_folder(Path(o.folder)), "train")
         folder = FolderSource(studies, size)
-        parts.append(collect(tapped, names, folder, size, "folder"))
+        parts.append(collect(tapped, names, folder, prep, "folder"))
         for copy in range(o.folder_copies if o.augment else 0):
-            parts.append(collect(tapped, names, folder, size, f"folder copy {copy + 1}",
+            parts.append(collect(tapped, names, folder, prep, f"folder copy {copy + 1}",
                                  augment=o.seed + 1 + copy))  # fmt: skip
     train = join(parts)
     del parts
     val = collect(tapped, names, PhantomSource(phantom_seeds("val", o.val_phantoms), size),
-                  size, "val phantoms")  # fmt: skip
+                  prep, "val phantoms")  # fmt: skip
     head, log = fit_head(train, val, grid, labels, o)
     before = mean_auroc(val.logits, val, labels)
     after = mean_auroc(predict(head, val), val, labels)
@@ -258,7 +258,7 @@ def refit(weights: Path, o: RefitOptions) -> dict[str, Any]:
     graph = head_graph(head, shapes, int(body["opset"]))
     bind = {f"tap{i}": n for i, n in enumerate(names)}
     new = graph_splice.replace_output(model, "pathology_logits", graph, bind, PREFIX)
-    diff = _parity(new, head, val, names, tapped.norm, o.threads)
+    diff = _parity(new, head, names, PhantomSource(phantom_seeds("val", 8), size), prep, o.threads)
     if diff > PARITY_ATOL:
         raise ValueError(f"the spliced graph differs from the head by {diff:.2e} logits")
     onnx.save(new, str(path))
@@ -284,15 +284,13 @@ def refitted_model(model: dict[str, Any]) -> dict[str, Any]:
 
 
 def _parity(
-    new: onnx.ModelProto, head: ConvEntityHead, val: Features, names: Sequence[str],
-    norm: tuple[Any, Any], threads: int,
+    new: onnx.ModelProto, head: ConvEntityHead, names: Sequence[str], source: Any,
+    preprocess: Preprocess, threads: int,
 ) -> float:  # fmt: skip
-    """Max |logit| difference between the spliced graph and the head on 8 validation
-    phantoms (the spliced graph recomputes the taps from the images)."""
-    sess = _Tapped(graph_splice.with_outputs(new, names), norm, threads)
-    size = int(new.graph.input[0].type.tensor_type.shape.dim[-1].dim_value)
-    src = PhantomSource(phantom_seeds("val", 8), size)
-    feats = collect(sess, names, src, size, "parity", dtype=np.float32)
+    """Max |logit| difference between the spliced graph and the head on ``source``'s images
+    (the spliced graph recomputes the taps; float32, not the training cache's float16)."""
+    sess = _Tapped(graph_splice.with_outputs(new, names), threads)
+    feats = collect(sess, names, source, preprocess, "parity", dtype=np.float32)
     return float(np.abs(predict(head, feats) - feats.logits).max())
 
 

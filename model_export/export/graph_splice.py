@@ -70,6 +70,11 @@ def prune(graph: onnx.GraphProto) -> int:
     return removed
 
 
+def _onnx_opset(model: onnx.ModelProto) -> int | None:
+    """The default ("" / ai.onnx) domain's opset version."""
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+
+
 def replace_output(
     model: onnx.ModelProto,
     output: str,
@@ -84,9 +89,7 @@ def replace_output(
     initialisers and inner edges are renamed under ``prefix``; the old producer of ``output``
     and whatever only it needed are pruned. Opsets must match.
     """
-    if {o.domain or "": o.version for o in model.opset_import}.get("") != {
-        o.domain or "": o.version for o in head.opset_import
-    }.get(""):
+    if _onnx_opset(model) != _onnx_opset(head):
         raise ValueError("the head's opset differs from the encoder's")
     g, h = model.graph, head.graph
     if output not in {o.name for o in g.output} or output not in {o.name for o in h.output}:

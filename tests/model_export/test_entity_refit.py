@@ -94,10 +94,11 @@ def test_augmented_copies_differ_and_are_reproducible(tiny_weights_dir: Path) ->
 
     model = onnx.load(str(tiny_weights_dir / "encoder.onnx"))
     names = graph_splice.tap_names(model.graph, [0])
-    sess = R._Tapped(graph_splice.with_outputs(model, names), (0.5, 0.25), threads=1)
+    sess = R._Tapped(graph_splice.with_outputs(model, names), threads=1)
+    prep = OrtEngine.from_weights(tiny_weights_dir, provider="cpu", threads=1).preprocess
     src = PhantomSource(range(4), 32)
-    plain = R.collect(sess, names, src, 32, "plain")
-    a, b = (R.collect(sess, names, src, 32, "aug", augment=7) for _ in range(2))
+    plain = R.collect(sess, names, src, prep, "plain")
+    a, b = (R.collect(sess, names, src, prep, "aug", augment=7) for _ in range(2))
     assert np.array_equal(a.taps[0], b.taps[0]) and not np.array_equal(a.taps[0], plain.taps[0])
     assert np.array_equal(a.labels, plain.labels)  # labels survive flips and warps
     both = R.join([plain, a])
