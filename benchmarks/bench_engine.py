@@ -73,7 +73,7 @@ class TorchPipeline:
     @torch.no_grad()
     def __call__(self, images: list[np.ndarray], opts: GenerateOptions) -> dict[str, float]:
         t0 = time.perf_counter()
-        x = torch.from_numpy(self.engine.preprocess(images))
+        x = torch.from_numpy(self.engine.preprocess(images)["image"])
         t1 = time.perf_counter()
         enc = self.m.encode_image(x, return_attn=True)
         logits = enc.pathology_logits.double().numpy()

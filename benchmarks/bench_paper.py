@@ -152,7 +152,7 @@ def build_paths(args: argparse.Namespace, threads: int) -> dict[str, RunFn]:
     torch.set_num_threads(threads)
     w = args.weights
     eng = OrtEngine.from_weights(w, provider="cpu", threads=threads)
-    x = eng.preprocess([generate_phantom(3, 512).image.astype(np.float32)])
+    x = eng.preprocess([generate_phantom(3, 512).image.astype(np.float32)])["image"]
     made: dict[str, Callable[[], RunFn]] = {
         "eager": lambda: eager_path(args.checkpoint, eng, x),
         "ort": lambda: ort_path(eng, x),

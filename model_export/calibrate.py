@@ -94,7 +94,7 @@ def fit(
 ) -> tuple[list[float], list[float], dict[str, Any]]:
     """Temperatures and thresholds per label, and a report of what they were fitted on."""
     labels, size = list(engine.manifest.labels), engine.manifest.image_size
-    src = PhantomSource(phantom_seeds("val", opts.val_phantoms), size)
+    src = PhantomSource(phantom_seeds("val", opts.val_phantoms), engine.manifest.read_size)
     ph = [src[i] for i in range(len(src))]
     z = logits_of(engine, [np.asarray(s.image) for s in ph], opts.batch_size)
     y = np.array([s.labels for s in ph])

@@ -160,7 +160,7 @@ def check_parity(
     """Encoder/text diffs and token agreement; ``strict`` raises ParityError on any drift."""
     images = P.parity_images(opts.parity_images, model.cfg.vision.image_size)
     out: dict[str, Any] = {"images": len(images), "provider": engine.provider}
-    x = engine.preprocess(images)
+    x = engine.preprocess(images)["image"]  # a fresh export has no hires branch
     out["encoder_max_abs_diff"] = P.encoder_diffs(model, engine, x, strict)
     text_atol = P.TEXT_FP16_ATOL if opts.text_fp16_storage else P.ATOL
     out["text_max_abs_diff"] = P.text_diff(model, engine, strict, atol=text_atol)

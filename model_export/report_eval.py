@@ -44,6 +44,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--phantom-start", type=int, default=0, help="skip the first K test phantoms (a fresh set)"
     )
+    p.add_argument(
+        "--phantom-size", type=int, default=None,
+        help="render test phantoms at this side (default: the largest the encoder reads)",
+    )  # fmt: skip
     p.add_argument("--beams", type=int, default=3)
     p.add_argument("--folder", default=None)
     p.add_argument("--batch-size", type=int, default=8)
@@ -75,10 +79,12 @@ class _TruthEntities:
 
 
 def evaluate_phantoms(
-    engine: OrtEngine, n: int, beams: int, batch: int, truth_entities: bool = False, start: int = 0
-) -> dict[str, Any]:
-    """CE, NLG, AUROC, ECE and coherence counts on ``n`` test phantoms from the ``start``-th."""
-    src = PhantomSource(phantom_seeds("test", n, start), engine.manifest.image_size)
+    engine: OrtEngine, n: int, beams: int, batch: int, truth_entities: bool = False,
+    start: int = 0, size: int | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """CE, NLG, AUROC, ECE and coherence counts on ``n`` test phantoms from the ``start``-th,
+    rendered at ``size`` px (None: ``manifest.read_size``)."""
+    src = PhantomSource(phantom_seeds("test", n, start), size or engine.manifest.read_size)
     opts = GenerateOptions(beam_size=beams, heatmaps=False)
     texts, refs, truth, probs = [], [], [], []
     dropped: Counter[str] = Counter()
@@ -166,9 +172,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     engine = OrtEngine.from_weights(o.weights)
     res: dict[str, Any] = {"weights": engine.model_facts, "beams": o.beams}
     res["truth_entities"], res["phantom_start"] = o.truth_entities, o.phantom_start
+    res["phantom_size"] = o.phantom_size or engine.manifest.read_size
     res["phantoms"] = evaluate_phantoms(
-        engine, o.phantom_test, o.beams, o.batch_size, o.truth_entities, o.phantom_start
-    )
+        engine, o.phantom_test, o.beams, o.batch_size, o.truth_entities, o.phantom_start,
+        o.phantom_size,
+    )  # fmt: skip
     if o.folder:
         res["real_test_half"] = evaluate_real(engine, Path(o.folder), o.batch_size)
     out = Path(o.out)

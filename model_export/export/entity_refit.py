@@ -58,7 +58,7 @@ from service.inference.manifest import write_manifest
 PREFIX = "entity_refit/"
 PARITY_ATOL = 1e-4  # spliced graph vs the PyTorch head (float32 reordering only)
 #: (H, W) images in [0, 1] -> (B, 1, S, S) encoder input (``OrtEngine.preprocess``).
-Preprocess = Callable[[list[np.ndarray]], np.ndarray]
+Preprocess = Callable[[list[np.ndarray]], dict[str, np.ndarray]]  # OrtEngine.preprocess
 
 
 @dataclass(frozen=True)
@@ -113,8 +113,8 @@ def collect(
         if augment is not None:
             samples = [augmenter(s, np.random.default_rng((augment, k + j)))
                        for j, s in enumerate(samples)]  # fmt: skip
-        x = preprocess([np.asarray(s.image) for s in samples])
-        out = session.run(["pathology_logits", *names], {"image": x})
+        feeds = preprocess([np.asarray(s.image) for s in samples])
+        out = session.run(["pathology_logits", *names], feeds)
         logits.append(out[0])
         for store, arr in zip(taps, out[1:], strict=True):
             store.append(arr.astype(dtype))

@@ -81,13 +81,17 @@ def replace_output(
     head: onnx.ModelProto,
     bind: Mapping[str, str],
     prefix: str,
+    new_inputs: Sequence[str] = (),
 ) -> onnx.ModelProto:
     """``model`` with graph output ``output`` computed by ``head`` instead.
 
-    ``bind`` maps each of ``head``'s inputs to the tensor of ``model`` it reads; one of
-    ``head``'s outputs must be named ``output`` (its other outputs are dropped). Its nodes,
-    initialisers and inner edges are renamed under ``prefix``; the old producer of ``output``
-    and whatever only it needed are pruned. Opsets must match.
+    ``bind`` maps each of ``head``'s inputs to the tensor of ``model`` it reads; binding one
+    to ``output`` itself reads the old producer's value (the head then refines it, and the old
+    producer stays). ``new_inputs`` names head inputs that become new inputs of the graph
+    (bound to themselves, their type and shape taken from ``head``). One of ``head``'s
+    outputs must be named ``output`` (its other outputs are dropped). Its nodes, initialisers
+    and inner edges are renamed under ``prefix``; the old producer of ``output`` and whatever
+    only it needed are pruned unless bound. Opsets must match.
     """
     if _onnx_opset(model) != _onnx_opset(head):
         raise ValueError("the head's opset differs from the encoder's")
@@ -96,6 +100,10 @@ def replace_output(
         raise ValueError(f"{output!r} must be an output of both graphs")
     known = {i.name for i in g.input} | {i.name for i in g.initializer}
     known |= {o for n in g.node for o in n.output}
+    if clash := sorted(set(new_inputs) & known):
+        raise ValueError(f"new inputs already name encoder tensors: {clash}")
+    bind = {**bind, **{name: name for name in new_inputs}}
+    known |= set(new_inputs)
     if unbound := sorted({i.name for i in h.input} - set(bind)):
         raise ValueError(f"head inputs not bound to encoder tensors: {unbound}")
     if missing := sorted(set(bind.values()) - known):
@@ -103,14 +111,16 @@ def replace_output(
     out = onnx.ModelProto()
     out.CopyFrom(model)
     g = out.graph
-    for node in g.node:  # detach the old producer; prune removes it
+    old = prefix + "replaced/" + output
+    for node in g.node:  # detach the old producer; prune removes it unless the head reads it
         for k, name in enumerate(node.output):
             if name == output:
-                node.output[k] = prefix + "replaced/" + output
+                node.output[k] = old
+    g.input.extend(i for i in h.input if i.name in new_inputs)
 
     def rename(name: str) -> str:
         if name in bind:
-            return bind[name]
+            return old if bind[name] == output else bind[name]
         return name if not name or name == output else prefix + name
 
     for node in h.node:

@@ -98,6 +98,14 @@ def entity_head_spec(head: nn.Module, shapes: Sequence[tuple[int, ...]]) -> _Spe
     return _Spec(head, args, names, outputs, {n: {0: "batch"} for n in names + outputs})
 
 
+def hires_fusion_spec(fusion: nn.Module, side: int, labels: int) -> _Spec:
+    """The high-resolution fusion (``hires_fit``): inputs ``image_hires`` (B, 1, side, side)
+    and ``base_logits`` (B, labels), output ``pathology_logits`` (B, labels)."""
+    names, outputs = ("image_hires", "base_logits"), ("pathology_logits",)
+    args = (torch.zeros(2, 1, side, side), torch.zeros(2, labels))
+    return _Spec(fusion, args, names, outputs, {n: {0: "batch"} for n in names + outputs})
+
+
 def export_spec(sp: _Spec, path: Path, opset: int) -> GraphIO:
     """Export one graph to ``path``; its manifest entry."""
     _export(sp.module, sp.args, path, (sp.inputs, sp.outputs), sp.axes, opset)

@@ -111,7 +111,7 @@ def decode_parity(
     """Report tokens of ``SSACLModel.generate`` vs the engine's search on the same inputs."""
     d = engine.manifest.decoder
     max_new = min(max_new_tokens, int(d["report_max_len"]))  # the engine's cap
-    x = engine.preprocess(images)
+    x = engine.preprocess(images)["image"]  # the exported model has no hires branch
     enc = engine.encode(x)
     thr = engine.manifest.entity_threshold
     found = [ent.entities_from_scores(p.tolist(), thr) for p in enc.entity_probs]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -43,7 +44,10 @@ from service.inference.session import (
 )
 from service.inference.types import Box, GenerateOptions, Grounding, Report, SentenceGrounding
 
-__all__ = ["EncoderOutput", "OrtEngine", "WeightsError"]
+__all__ = ["EncoderFeeds", "EncoderOutput", "OrtEngine", "WeightsError"]
+
+#: Encoder input name -> (B, 1, side, side) float32 normalised images (``OrtEngine.preprocess``).
+EncoderFeeds = dict[str, np.ndarray]
 log = logging.getLogger(__name__)
 GRAPHS = ("encoder", "decoder_prefill", "decoder_step", "text_encoder")
 DECODER_GRAPHS = ("decoder_prefill", "decoder_step")
@@ -168,6 +172,7 @@ class OrtEngine:
             "variant": self.variant,
             "provider": self.provider,
             "input_size": [1, self.manifest.image_size, self.manifest.image_size],
+            "hires_input_size": [1, hires, hires] if (hires := self.manifest.hires_size) else None,
             "mean": [self.manifest.mean],
             "std": [self.manifest.std],
             "labels": list(self.manifest.labels),
@@ -181,22 +186,31 @@ class OrtEngine:
         }
 
     # ------------------------------------------------------------------ stages
-    def preprocess(self, images: list[np.ndarray]) -> np.ndarray:
-        """(H, W) images in [0, 1] -> (B, 1, S, S) normalised model input, each without its
-        padding bars (``imaging.borders.content_box``)."""
+    def preprocess(self, images: list[np.ndarray]) -> EncoderFeeds:
+        """(H, W) images in [0, 1] -> the encoder's feeds, each image without its padding
+        bars (``imaging.borders.content_box``): ``image`` (B, 1, S, S) normalised, and
+        ``image_hires`` (B, 1, 2S, 2S) where the encoder has a high-resolution branch."""
         return self._inputs([crop(im, content_box(im)) for im in images])
 
-    def _inputs(self, images: list[np.ndarray]) -> np.ndarray:
-        """(H, W) images in [0, 1], already cut to their content -> (B, 1, S, S)."""
+    def _inputs(self, images: list[np.ndarray]) -> EncoderFeeds:
+        """(H, W) images in [0, 1], already cut to their content -> the encoder's feeds."""
         m = self.manifest
-        return batch_inputs([to_model_input(im, m.image_size, m.mean, m.std) for im in images])
+        sizes = {"image": m.image_size} | ({"image_hires": m.hires_size} if m.hires_size else {})
+        return {
+            name: batch_inputs([to_model_input(im, side, m.mean, m.std) for im in images])
+            for name, side in sizes.items()
+        }
 
-    def encode(self, x: np.ndarray) -> EncoderOutput:
-        """Run ``encoder.onnx`` on a (B, 1, S, S) batch."""
+    def encode(self, x: np.ndarray | Mapping[str, np.ndarray]) -> EncoderOutput:
+        """Run ``encoder.onnx`` on :meth:`preprocess`'s feeds (a bare (B, 1, S, S) array is
+        ``image``; an encoder with a high-resolution branch also needs ``image_hires``)."""
+        feeds = {"image": x} if isinstance(x, np.ndarray) else dict(x)
+        if missing := sorted(set(self.manifest.graphs["encoder"].inputs) - set(feeds)):
+            raise ValueError(f"the encoder also needs {missing}: pass engine.preprocess's feeds")
         outs = dict(
             zip(
                 self._graph_outputs["encoder"],
-                run(self.sessions["encoder"], self._graph_outputs["encoder"], {"image": x}),
+                run(self.sessions["encoder"], self._graph_outputs["encoder"], feeds),
                 strict=True,
             )
         )

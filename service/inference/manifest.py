@@ -49,6 +49,7 @@ class Manifest:
     name: str  # model name, e.g. "ssacl-small"
     version: str  # model version string
     image_size: int  # square model input side, pixels
+    hires_size: int | None  # side of the encoder's second input "image_hires"; None: absent
     mean: float  # input normalisation: (x - mean) / std, x in [0, 1]
     std: float
     labels: tuple[str, ...]  # the 14 CheXpert labels, entity-head order
@@ -57,6 +58,12 @@ class Manifest:
     decoder: dict[str, Any]  # token ids, cache layout, decoding defaults (see the exporter)
     files: dict[str, str]  # relative path -> SHA-256 hex
     sha256: str  # SHA-256 of manifest.json itself (covers every file hash)
+
+    @property
+    def read_size(self) -> int:
+        """The largest side the encoder reads (its high-resolution input where it has one):
+        evaluation renders phantoms at this size."""
+        return self.hires_size or self.image_size
 
     def path(self, rel: str) -> Path:
         """Absolute path of a file named in the manifest."""
@@ -140,6 +147,7 @@ def parse_manifest(root: Path, text: str) -> Manifest:
             name=str(model["name"]),
             version=str(model["version"]),
             image_size=int(inp["size"]),
+            hires_size=int(inp["hires_size"]) if inp.get("hires_size") else None,
             mean=float(inp["mean"][0]),
             std=float(inp["std"][0]),
             labels=tuple(_require(data, "labels", where)),

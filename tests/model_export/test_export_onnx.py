@@ -59,7 +59,8 @@ def test_manifest_content(tiny_weights_dir: Path) -> None:
 def test_encoder_and_greedy_tokens_match_pytorch(tiny_weights_dir: Path, engine: OrtEngine) -> None:
     model, tok, _ = load_model(tiny_weights_dir.parent / "tiny.pt")
     images = P.parity_images(5, 32, seed=7)
-    diffs = P.encoder_diffs(model, engine, engine.preprocess(images))  # raises past 1e-3/1e-4
+    x = engine.preprocess(images)["image"]
+    diffs = P.encoder_diffs(model, engine, x)  # raises past 1e-3/1e-4
     assert set(diffs) == {
         "node_attn",
         "pathology_logits",
@@ -71,7 +72,7 @@ def test_encoder_and_greedy_tokens_match_pytorch(tiny_weights_dir: Path, engine:
     r = P.decode_parity(model, tok, engine, images, beam_size=1, max_new_tokens=40)
     assert r.identical == r.total == 5 and r.entities_equal
     with torch.no_grad():
-        ref = model.generate(torch.from_numpy(engine.preprocess(images)), tok)
+        ref = model.generate(torch.from_numpy(engine.preprocess(images)["image"]), tok)
     assert all(len(x.token_ids) > 3 for x in ref), "the trained tiny model writes text"
 
 
