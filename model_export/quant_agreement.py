@@ -50,11 +50,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--real", nargs="*", default=[], help="real images added to the set")
     p.add_argument("--bar", type=float, default=0.98, help="token agreement to ship")
     p.add_argument("--max-new-tokens", type=int, default=100)
+    p.add_argument("--per-channel", action="store_true", help="one weight scale per column")
+    p.add_argument(
+        "--op-types", default="MatMul,Gemm,Gather", help="operators whose weights become int8"
+    )
     p.add_argument("--out", type=Path, default=None, help="JSON with the measurement")
     return p.parse_args(argv)
 
 
-def quantise(folder: Path, keys: Sequence[str]) -> dict[str, str]:
+def quantise(
+    folder: Path,
+    keys: Sequence[str],
+    per_channel: bool = False,
+    op_types: Sequence[str] = ("MatMul", "Gemm", "Gather"),
+) -> dict[str, str]:
     """The exporter's dynamic int8 (``export.graphs.quantize_int8``) of the graphs ``keys`` of
     ``folder``, written beside them: graph key -> ``*.int8.onnx`` file."""
     from model_export.export.graphs import GraphIO, quantize_int8
@@ -63,7 +72,7 @@ def quantise(folder: Path, keys: Sequence[str]) -> dict[str, str]:
     graphs = {
         k: GraphIO(g["file"], tuple(g["inputs"]), tuple(g["outputs"])) for k, g in raw.items()
     }
-    return quantize_int8(folder, graphs, tuple(keys))
+    return quantize_int8(folder, graphs, tuple(keys), per_channel, tuple(op_types))
 
 
 def image_set(n: int, size: int, real: Sequence[str]) -> list[np.ndarray]:
@@ -142,12 +151,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     work = o.weights.parent / f".{o.weights.name}.{o.name}.tmp"  # scratch copy with the variant
     shutil.rmtree(work, ignore_errors=True)
     shutil.copytree(o.weights, work)
-    files = quantise(work, keys)
+    ops = tuple(t.strip() for t in o.op_types.split(",") if t.strip())
+    files = quantise(work, keys, o.per_channel, ops)
     update_manifest(work, list(files.values()), (o.name, {"graphs": files}))
     ref, var = OrtEngine.from_weights(o.weights), OrtEngine.from_weights(work, variant=o.name)
     images = image_set(o.images, ref.manifest.image_size * 2, o.real)
     result = measure(ref, var, images, o.max_new_tokens)
-    record: dict[str, Any] = {"graphs": names, "images": len(images), "bar": o.bar, **result}
+    record: dict[str, Any] = {
+        "graphs": names, "per_channel": o.per_channel, "op_types": list(ops),
+        "images": len(images), "bar": o.bar, **result,
+    }  # fmt: skip
     ok = meets(result, o.bar)
     print(json.dumps(record, indent=1), "\nshipped" if ok else "\nnot shipped: below the bar")
     if ok:

@@ -50,3 +50,32 @@ def test_variant_is_written_only_at_the_bar(
     assert variant["agreement"]["greedy"]["token_agreement"] >= 0.0
     engine = OrtEngine.from_weights(weights, variant="int8")  # hashes verify
     assert engine.variant == "int8"
+
+
+def test_per_channel_scales_and_fp32_embedding(tmp_path: Path) -> None:
+    """On the shipped decoder step: --per-channel gives one scale per weight column, and
+    without Gather in the operator list the token embedding stays fp32 (no Gather reads an
+    8-bit initialiser)."""
+    import onnx
+    from onnx import TensorProto, numpy_helper
+
+    shipped = Path(__file__).resolve().parents[2] / "weights"
+
+    def quantised(folder: Path, **kw: object) -> tuple[int, int]:
+        folder.mkdir()
+        for name in ("manifest.json", "decoder_step.onnx"):
+            shutil.copyfile(shipped / name, folder / name)
+        files = qa.quantise(folder, ["decoder_step"], **kw)  # type: ignore[arg-type]
+        g = onnx.load(str(folder / files["decoder_step"])).graph
+        int8 = {
+            i.name for i in g.initializer if i.data_type in (TensorProto.INT8, TensorProto.UINT8)
+        }
+        scale = max(
+            numpy_helper.to_array(i).size for i in g.initializer if i.name.endswith("_scale")
+        )
+        return scale, sum(n.op_type == "Gather" and n.input[0] in int8 for n in g.node)
+
+    per_tensor, int8_gathers = quantised(tmp_path / "a")
+    per_column, kept = quantised(tmp_path / "b", per_channel=True, op_types=("MatMul", "Gemm"))
+    assert per_tensor == 1 and per_column > 1
+    assert int8_gathers >= 1 and kept == 0
