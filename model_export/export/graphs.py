@@ -220,6 +220,7 @@ def quantize_int8(
     keys: tuple[str, ...] = ("encoder", "decoder_prefill", "decoder_step"),
     per_channel: bool = False,
     op_types: tuple[str, ...] = ("MatMul", "Gemm", "Gather"),
+    exclude: tuple[str, ...] = (),
 ) -> dict[str, str]:
     """Dynamic int8 (weights int8, activations quantised on the fly) of the report graphs.
 
@@ -227,7 +228,7 @@ def quantize_int8(
     is left out by default: int8 moved its embeddings by up to 0.06 in a dry run.
     ``per_channel``: one scale per output column of each weight instead of one per tensor;
     ``op_types``: the operators whose weights are quantised (without ``Gather`` the token
-    embedding stays fp32).
+    embedding stays fp32); ``exclude``: node names kept fp32 (e.g. ``/lm_head/MatMul``).
     """
     import logging
 
@@ -248,6 +249,7 @@ def quantize_int8(
                 weight_type=QuantType.QInt8,
                 op_types_to_quantize=list(op_types),
                 per_channel=per_channel,
+                nodes_to_exclude=list(exclude),
             )
         files[key] = name
     return files

@@ -53,15 +53,15 @@ def test_variant_is_written_only_at_the_bar(
 
 
 def test_per_channel_scales_and_fp32_embedding(tmp_path: Path) -> None:
-    """On the shipped decoder step: --per-channel gives one scale per weight column, and
-    without Gather in the operator list the token embedding stays fp32 (no Gather reads an
-    8-bit initialiser)."""
+    """On the shipped decoder step: --per-channel gives one scale per weight column; without
+    Gather in the operator list the token embedding stays fp32 (no Gather reads an 8-bit
+    initialiser); an excluded node stays an fp32 MatMul."""
     import onnx
     from onnx import TensorProto, numpy_helper
 
     shipped = Path(__file__).resolve().parents[2] / "weights"
 
-    def quantised(folder: Path, **kw: object) -> tuple[int, int]:
+    def quantised(folder: Path, **kw: object) -> tuple[int, int, bool]:
         folder.mkdir()
         for name in ("manifest.json", "decoder_step.onnx"):
             shutil.copyfile(shipped / name, folder / name)
@@ -73,9 +73,13 @@ def test_per_channel_scales_and_fp32_embedding(tmp_path: Path) -> None:
         scale = max(
             numpy_helper.to_array(i).size for i in g.initializer if i.name.endswith("_scale")
         )
-        return scale, sum(n.op_type == "Gather" and n.input[0] in int8 for n in g.node)
+        gathers = sum(n.op_type == "Gather" and n.input[0] in int8 for n in g.node)
+        return scale, gathers, any(n.name == "/lm_head/MatMul" for n in g.node)
 
-    per_tensor, int8_gathers = quantised(tmp_path / "a")
-    per_column, kept = quantised(tmp_path / "b", per_channel=True, op_types=("MatMul", "Gemm"))
+    per_tensor, int8_gathers, head_a = quantised(tmp_path / "a")
+    per_column, kept, head_b = quantised(
+        tmp_path / "b", per_channel=True, op_types=("MatMul", "Gemm"), exclude=("/lm_head/MatMul",)
+    )
     assert per_tensor == 1 and per_column > 1
     assert int8_gathers >= 1 and kept == 0
+    assert not head_a and head_b  # quantised, the head becomes MatMulInteger
