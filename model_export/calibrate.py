@@ -36,6 +36,7 @@ from model_export.metrics.calibration import (
     fit_temperature,
     micro_f1_thresholds,
 )
+from service.imaging.preprocess import parse_view
 from service.inference.engine import OrtEngine
 from service.inference.heatmaps import PARENT_MAPS, MapRules, display_grid
 from service.inference.manifest import MANIFEST_NAME, write_manifest
@@ -55,6 +56,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--parent-maps", choices=PARENT_MAPS, default=None, help="set the parent-map rule first"
     )
     p.add_argument("--parent-own-weight", type=float, default=None, help="with --parent-maps")
+    p.add_argument(
+        "--entity-views", default=None,
+        help="set input.entity_views first (comma-separated, e.g. identity,flip): the entity "
+        "logits are the mean over these views of each image (service.imaging.preprocess.VIEWS)",
+    )  # fmt: skip
     p.add_argument(
         "--map-phantoms", type=int, default=None, help="--tune-maps phantoms (default: val / 4)"
     )
@@ -206,6 +212,18 @@ def tune_phrase_maps(
             "val_phrase_pointing": {f"{s}/{p}": v for (s, p), v in means.items()}}  # fmt: skip
 
 
+def _views_option(text: str | None) -> tuple[str, ...]:
+    """``--entity-views`` -> view names (checked), or () when not given."""
+    if not text:
+        return ()
+    views = tuple(v.strip() for v in text.split(",") if v.strip())
+    for v in views:
+        parse_view(v)  # ValueError names the known views
+    if views[0] != "identity":
+        raise ValueError("--entity-views must start with identity (the maps come from it)")
+    return views
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     opts = parse_args(argv)
     root = Path(opts.weights)
@@ -215,6 +233,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         engine.map_rules = dataclasses.replace(
             engine.map_rules, parent_maps=opts.parent_maps, parent_own_weight=own
         )
+    views = _views_option(opts.entity_views)
+    if views:
+        engine.manifest = dataclasses.replace(engine.manifest, entity_views=views)
     temps, thresholds, info = fit(engine, opts)
     if opts.folder:
         info["real_test_ece"] = real_ece(engine, Path(opts.folder), temps, opts.batch_size)
@@ -232,6 +253,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         body = json.loads((root / MANIFEST_NAME).read_text(encoding="utf-8"))
         body.pop("files", None)
         body["calibration"] = cal
+        if views:
+            body["input"]["entity_views"] = list(views)
         if tuned:
             body["grounding"] = {**body.get("grounding", {}), **tuned}
         write_manifest(root, body)

@@ -164,7 +164,17 @@ def _real_scores(
     p, t, mk = probs[:, cols], y[:, cols].astype(int), m[:, cols]
     ece = {c: expected_calibration_error(p[mk[:, i] > 0, i], t[mk[:, i] > 0, i])
            for i, c in enumerate(FOLDER_LABELS)}  # fmt: skip
-    return {"n": len(imgs), "auroc": auroc_per_label(p, t, FOLDER_LABELS, mk), "ece": ece}
+    auroc = auroc_per_label(p, t, FOLDER_LABELS, mk)
+    return {"n": len(imgs), "auroc": auroc, "ece": ece, "other_calls": other_calls(engine, probs)}
+
+
+def other_calls(engine: OrtEngine, probs: np.ndarray) -> dict[str, Any]:
+    """Label-free false positives on paediatric pneumonia / normal films: how many images of
+    (N, C) calibrated ``probs`` the entity decision gives a finding the folder labels do not
+    cover (effusion, devices, fracture, ...: rare on these films), in all and per label."""
+    calls = [set(engine.entities(row)) - set(FOLDER_LABELS) for row in probs]
+    per = Counter(name for c in calls for name in c)
+    return {"images": sum(bool(c) for c in calls), "of": len(calls), "per_label": dict(per)}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

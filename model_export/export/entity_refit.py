@@ -52,7 +52,7 @@ from model_export.export import graph_splice
 from model_export.export import graphs as G
 from model_export.metrics.classification import auroc_per_label
 from model_export.ssacl.entity_head import ConvEntityHead
-from service.inference.engine import OrtEngine
+from service.inference.engine import VIEWS_SUFFIX, OrtEngine
 from service.inference.manifest import write_manifest
 
 PREFIX = "entity_refit/"
@@ -113,7 +113,11 @@ def collect(
         if augment is not None:
             samples = [augmenter(s, np.random.default_rng((augment, k + j)))
                        for j, s in enumerate(samples)]  # fmt: skip
-        feeds = preprocess([np.asarray(s.image) for s in samples])
+        feeds = {
+            k: v
+            for k, v in preprocess([np.asarray(s.image) for s in samples]).items()
+            if not k.endswith(VIEWS_SUFFIX)
+        }  # the features of the image as given
         out = session.run(["pathology_logits", *names], feeds)
         logits.append(out[0])
         for store, arr in zip(taps, out[1:], strict=True):

@@ -43,3 +43,35 @@ def batch_inputs(inputs: Sequence[np.ndarray]) -> np.ndarray:
     if len({p.shape for p in planes}) != 1:
         raise ValueError(f"inputs differ in size: {sorted({p.shape for p in planes})}")
     return np.stack(planes)[:, None]  # (B, 1, S, S)
+
+
+#: Views the entity decision can average over (manifest ``input.entity_views``): the image,
+#: its mirror, and the central 92% of each side, plain and mirrored. Findings have no side
+#: in the label set, so a mirrored view votes for the same labels.
+VIEWS = ("identity", "flip", "center-0.92", "center-0.92-flip")
+
+
+def parse_view(name: str) -> tuple[float, bool]:
+    """A view name -> (central fraction of each side kept, mirrored): "identity" (1, no),
+    "flip" (1, yes), "center-F" (F, no), "center-F-flip" (F, yes); ValueError otherwise."""
+    rest, flip = (name.removesuffix("-flip"), True) if name.endswith("flip") else (name, False)
+    if rest in ("identity", "flip"):
+        return 1.0, flip
+    try:
+        f = float(rest.removeprefix("center-")) if rest.startswith("center-") else float("nan")
+    except ValueError:
+        f = float("nan")
+    if not 0.5 <= f <= 1.0:
+        raise ValueError(f"unknown image view {name!r} (known: {', '.join(VIEWS)})")
+    return f, flip
+
+
+def image_view(pixels: np.ndarray, name: str) -> np.ndarray:
+    """(H, W) image -> its view ``name`` (:func:`parse_view`)."""
+    f, flip = parse_view(name)
+    img = as_2d(pixels, "pixels")
+    if f < 1.0:
+        h, w = img.shape
+        dy, dx = int(h * (1 - f) / 2), int(w * (1 - f) / 2)
+        img = img[dy : h - dy, dx : w - dx]
+    return np.ascontiguousarray(img[:, ::-1] if flip else img)

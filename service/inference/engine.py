@@ -24,7 +24,7 @@ from tokenizers import Tokenizer
 
 from model_export.ssacl import entities as ent
 from service.imaging.borders import content_box, crop
-from service.imaging.preprocess import batch_inputs, to_model_input
+from service.imaging.preprocess import batch_inputs, image_view, to_model_input
 from service.inference.coherence import coherent_sentences, kept_text
 from service.inference.grounding import phrase_grounding, sentence_groundings, split_sections
 from service.inference.heatmaps import MapRules, paste, scaled_box, with_leaf_maps
@@ -44,10 +44,12 @@ from service.inference.session import (
 )
 from service.inference.types import Box, GenerateOptions, Grounding, Report, SentenceGrounding
 
-__all__ = ["EncoderFeeds", "EncoderOutput", "OrtEngine", "WeightsError"]
+__all__ = ["VIEWS_SUFFIX", "EncoderFeeds", "EncoderOutput", "OrtEngine", "WeightsError"]
 
-#: Encoder input name -> (B, 1, side, side) float32 normalised images (``OrtEngine.preprocess``).
+#: Encoder input name -> (B, 1, side, side) float32 normalised images (``OrtEngine.preprocess``);
+#: with entity views, also name + ``VIEWS_SUFFIX`` -> ((V - 1) B, 1, side, side), view-major.
 EncoderFeeds = dict[str, np.ndarray]
+VIEWS_SUFFIX = "@views"
 log = logging.getLogger(__name__)
 GRAPHS = ("encoder", "decoder_prefill", "decoder_step", "text_encoder")
 DECODER_GRAPHS = ("decoder_prefill", "decoder_step")
@@ -173,6 +175,7 @@ class OrtEngine:
             "provider": self.provider,
             "input_size": [1, self.manifest.image_size, self.manifest.image_size],
             "hires_input_size": [1, hires, hires] if (hires := self.manifest.hires_size) else None,
+            "entity_views": list(self.manifest.entity_views),
             "mean": [self.manifest.mean],
             "std": [self.manifest.std],
             "labels": list(self.manifest.labels),
@@ -188,25 +191,41 @@ class OrtEngine:
     # ------------------------------------------------------------------ stages
     def preprocess(self, images: list[np.ndarray]) -> EncoderFeeds:
         """(H, W) images in [0, 1] -> the encoder's feeds, each image without its padding
-        bars (``imaging.borders.content_box``): ``image`` (B, 1, S, S) normalised, and
-        ``image_hires`` (B, 1, 2S, 2S) where the encoder has a high-resolution branch."""
+        bars (``imaging.borders.content_box``): ``image`` (B, 1, S, S) normalised,
+        ``image_hires`` (B, 1, 2S, 2S) where the encoder has a high-resolution branch, and
+        the other entity views of each (``EncoderFeeds``) where the manifest lists them."""
         return self._inputs([crop(im, content_box(im)) for im in images])
 
     def _inputs(self, images: list[np.ndarray]) -> EncoderFeeds:
         """(H, W) images in [0, 1], already cut to their content -> the encoder's feeds."""
         m = self.manifest
         sizes = {"image": m.image_size} | ({"image_hires": m.hires_size} if m.hires_size else {})
-        return {
+        feeds = {
             name: batch_inputs([to_model_input(im, side, m.mean, m.std) for im in images])
             for name, side in sizes.items()
         }
+        for name, side in sizes.items() if len(m.entity_views) > 1 else ():
+            feeds[name + VIEWS_SUFFIX] = batch_inputs([
+                to_model_input(image_view(im, v), side, m.mean, m.std)
+                for v in m.entity_views[1:] for im in images
+            ])  # fmt: skip
+        return feeds
 
     def encode(self, x: np.ndarray | Mapping[str, np.ndarray]) -> EncoderOutput:
         """Run ``encoder.onnx`` on :meth:`preprocess`'s feeds (a bare (B, 1, S, S) array is
-        ``image``; an encoder with a high-resolution branch also needs ``image_hires``)."""
+        ``image``; an encoder with a high-resolution branch also needs ``image_hires``).
+
+        With entity views in the feeds, all views go through the graph as one batch; the
+        pathology logits are the mean over each image's views, every other output is the
+        first view's (the image as given)."""
         feeds = {"image": x} if isinstance(x, np.ndarray) else dict(x)
+        views = {k.removesuffix(VIEWS_SUFFIX): feeds.pop(k) for k in list(feeds)
+                 if k.endswith(VIEWS_SUFFIX)}  # fmt: skip
         if missing := sorted(set(self.manifest.graphs["encoder"].inputs) - set(feeds)):
             raise ValueError(f"the encoder also needs {missing}: pass engine.preprocess's feeds")
+        b = len(feeds["image"])
+        if views:
+            feeds = {k: np.concatenate([v, views[k]]) for k, v in feeds.items()}
         outs = dict(
             zip(
                 self._graph_outputs["encoder"],
@@ -214,7 +233,9 @@ class OrtEngine:
                 strict=True,
             )
         )
-        logits = outs["pathology_logits"].astype(np.float64)
+        all_logits = outs["pathology_logits"].astype(np.float64)
+        logits = all_logits.reshape(-1, b, all_logits.shape[-1]).mean(axis=0)
+        outs = {k: v[:b] for k, v in outs.items()}
         probs = 1.0 / (1.0 + np.exp(-logits / self.temperature))
         r = self.map_rules
         return EncoderOutput(

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from service.imaging.preprocess import parse_view
+
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -50,6 +52,7 @@ class Manifest:
     version: str  # model version string
     image_size: int  # square model input side, pixels
     hires_size: int | None  # side of the encoder's second input "image_hires"; None: absent
+    entity_views: tuple[str, ...]  # views whose entity logits are averaged; first "identity"
     mean: float  # input normalisation: (x - mean) / std, x in [0, 1]
     std: float
     labels: tuple[str, ...]  # the 14 CheXpert labels, entity-head order
@@ -148,6 +151,7 @@ def parse_manifest(root: Path, text: str) -> Manifest:
             version=str(model["version"]),
             image_size=int(inp["size"]),
             hires_size=int(inp["hires_size"]) if inp.get("hires_size") else None,
+            entity_views=_views(inp.get("entity_views", ["identity"]), where),
             mean=float(inp["mean"][0]),
             std=float(inp["std"][0]),
             labels=tuple(_require(data, "labels", where)),
@@ -159,6 +163,19 @@ def parse_manifest(root: Path, text: str) -> Manifest:
         )
     except (KeyError, TypeError, ValueError, IndexError) as e:
         raise WeightsError(f"{where}: malformed entry ({e!r})") from e
+
+
+def _views(names: Any, where: str) -> tuple[str, ...]:
+    """``input.entity_views``: known view names, "identity" first (maps come from it)."""
+    views = tuple(str(n) for n in names)
+    if not views or views[0] != "identity":
+        raise WeightsError(f"{where}: input.entity_views must start with 'identity'")
+    for v in views:
+        try:
+            parse_view(v)
+        except ValueError as e:
+            raise WeightsError(f"{where}: input.entity_views: {e}") from e
+    return views
 
 
 def load_manifest(

@@ -19,3 +19,17 @@ def test_reports_follow_the_true_findings(tiny_weights_dir: Path) -> None:
     res = E.evaluate_phantoms(engine, 3, beams=1, batch=2, truth_entities=True)
     assert res["n"] == 3 and len(res["examples"]) == 3
     assert 0.0 <= res["clinical_vs_truth"]["CE-14_F1_MICRO"] <= 1.0
+
+
+def test_other_calls_count_findings_outside_the_folder_labels(tiny_weights_dir: Path) -> None:
+    """Images whose decision names a finding beyond Pneumonia / Lung Opacity / No Finding."""
+    import numpy as np
+
+    engine = OrtEngine.from_weights(tiny_weights_dir, provider="cpu", threads=1)
+    labels = list(engine.manifest.labels)
+    probs = np.zeros((3, len(labels)), np.float32)
+    probs[0, labels.index("Pneumonia")] = 1.0  # a folder label: not counted
+    probs[1, labels.index("Fracture")] = 1.0
+    probs[2, [labels.index("Fracture"), labels.index("Edema")]] = 1.0
+    got = E.other_calls(engine, probs)
+    assert got == {"images": 2, "of": 3, "per_label": {"Fracture": 2, "Edema": 1}}

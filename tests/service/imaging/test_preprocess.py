@@ -38,3 +38,18 @@ def test_batch_inputs() -> None:
         batch_inputs([a, to_model_input(np.zeros((50, 50)), 8, 0.5, 0.5)])
     with pytest.raises(ValueError):
         batch_inputs([])
+
+
+def test_image_views() -> None:
+    """The entity views: identity, mirror, central crop, mirrored central crop; others refused."""
+    from service.imaging.preprocess import image_view, parse_view
+
+    im = np.arange(40, dtype=np.float32).reshape(5, 8)
+    np.testing.assert_array_equal(image_view(im, "identity"), im)
+    np.testing.assert_array_equal(image_view(im, "flip"), im[:, ::-1])
+    np.testing.assert_array_equal(image_view(im, "center-0.5"), im[1:4, 2:6])
+    np.testing.assert_array_equal(image_view(im, "center-0.5-flip"), im[1:4, 2:6][:, ::-1])
+    assert parse_view("center-0.92-flip") == (0.92, True)
+    for bad in ("mirror", "center-0.2", "center-x", "center-1.5-flip"):
+        with pytest.raises(ValueError, match="unknown image view"):
+            parse_view(bad)

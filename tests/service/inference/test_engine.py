@@ -219,3 +219,43 @@ def test_padding_bars_are_cut_before_the_model_and_maps_placed_back() -> None:
         assert s_plain.heatmap is not None
         np.testing.assert_allclose(s_framed.heatmap[:, 25:125], s_plain.heatmap, atol=1e-6)
         assert s_framed.box[0] == s_plain.box[0] + 50
+
+
+def test_entity_views_average_the_logits_and_keep_the_first_views_maps(
+    tiny_weights_dir: Path, engine: OrtEngine
+) -> None:
+    """With input.entity_views the pathology logits are the mean of the views' logits (each
+    encoded alone by a plain engine); maps, prefix and evidence are the image's own."""
+    from service.imaging.preprocess import image_view
+    from service.inference.engine import VIEWS_SUFFIX
+
+    views = ("identity", "flip", "center-0.9")
+    multi = OrtEngine.from_weights(tiny_weights_dir, provider="cpu", threads=1)
+    multi.manifest = dataclasses.replace(multi.manifest, entity_views=views)
+    ims = images()[:2]
+    feeds = multi.preprocess(ims)
+    assert feeds["image" + VIEWS_SUFFIX].shape[0] == 2 * len(ims)
+    got = multi.encode(feeds)
+    plain = engine.encode(engine.preprocess(ims))
+    per_view = [engine.encode(engine._inputs([image_view(im, v) for im in ims])) for v in views]
+    assert got.logits is not None and all(p.logits is not None for p in per_view)
+    want = np.mean([p.logits for p in per_view], axis=0)
+    np.testing.assert_allclose(got.logits, want, atol=1e-4)
+    assert not np.allclose(got.logits, plain.logits, atol=1e-4)  # the views do change it
+    np.testing.assert_allclose(got.node_attn, plain.node_attn, atol=1e-5)
+    np.testing.assert_allclose(got.prefix, plain.prefix, atol=1e-5)
+    probs = 1.0 / (1.0 + np.exp(-want / multi.temperature))
+    np.testing.assert_allclose(got.entity_probs, probs, atol=1e-4)
+    assert multi.model_facts["entity_views"] == list(views)
+
+
+def test_entity_views_must_start_with_the_image(tiny_weights_dir: Path) -> None:
+    import json
+
+    from service.inference.manifest import parse_manifest
+
+    body = json.loads((tiny_weights_dir / "manifest.json").read_text())
+    for bad in (["flip", "identity"], ["identity", "mirror"], []):
+        body["input"]["entity_views"] = bad
+        with pytest.raises(WeightsError, match="entity_views"):
+            parse_manifest(tiny_weights_dir, json.dumps(body))
