@@ -35,7 +35,24 @@ def best_threshold(probs: np.ndarray, targets: np.ndarray, default: float = 0.5)
         f1 = 2 * tp / max(1.0, float(pred.sum() + t.sum()))
         if f1 > best_f1:
             best, best_f1 = float(thr), f1
-    return best
+    return gap_midpoint(p, best)
+
+
+def gap_midpoint(probs: np.ndarray, thr: float) -> float:
+    """The threshold in the middle (in logits) of the gap of ``probs`` that holds ``thr``.
+
+    Every threshold between the largest probability below ``thr`` and the smallest at or
+    above it predicts the same on these data; the F1 search returns the gap's upper edge,
+    where a positive of new data slightly below the fitted positives is missed (a perfectly
+    separated label got 0.9999). Unchanged when nothing lies on one side.
+    """
+    p = np.asarray(probs, np.float64).ravel()
+    below, above = p[p < thr], p[p >= thr]
+    if thr >= NEVER or not below.size or not above.size:
+        return thr
+    lo, hi = float(below.max()), float(above.min())
+    mid = float(1.0 / (1.0 + np.exp(-(logit(np.array(lo)) + logit(np.array(hi))) / 2)))
+    return mid if lo < mid <= hi else thr
 
 
 #: A threshold above every probability: the label is never predicted.
@@ -75,6 +92,8 @@ def micro_f1_thresholds(
             thr[c] = best
             pc = p[:, c] >= best
             tp[c], npred[c] = float((pc & t[:, c]).sum()), float(pc.sum())
+    for c in free:  # same predictions here, more room for new data
+        thr[c] = gap_midpoint(p[:, c], float(thr[c]))
     return [float(x) for x in thr]
 
 
