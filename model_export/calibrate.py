@@ -240,7 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if opts.folder:
         info["real_test_ece"] = real_ece(engine, Path(opts.folder), temps, opts.batch_size)
     cal = {"temperature": [round(t, 4) for t in temps],
-           "thresholds": [round(t, 4) for t in thresholds], **info}  # fmt: skip
+           "thresholds": [round(t, 8) for t in thresholds], **info}  # fmt: skip
     print(json.dumps(cal, indent=1))
     n_maps = opts.map_phantoms or opts.val_phantoms // 4
     tuned = tune_maps(engine, n_maps, opts.batch_size) if opts.tune_maps else {}

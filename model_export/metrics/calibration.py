@@ -29,7 +29,7 @@ def best_threshold(probs: np.ndarray, targets: np.ndarray, default: float = 0.5)
     if not t.any() or t.all():
         return default
     best, best_f1 = default, -1.0
-    for thr in np.unique(np.round(p, 4)):
+    for thr in np.unique(p):
         pred = p >= thr
         tp = float((pred & t).sum())
         f1 = 2 * tp / max(1.0, float(pred.sum() + t.sum()))
@@ -69,7 +69,7 @@ def micro_f1_thresholds(
     """Per-label thresholds maximising the micro F1 over all labels (coordinate ascent).
 
     ``probs`` and ``targets`` (N, C); ``start`` (C,) initial thresholds; only the columns in
-    ``free`` move, each over its rounded probabilities and :data:`NEVER` (a label whose
+    ``free`` move, each over its probabilities and :data:`NEVER` (a label whose
     predictions cost more false positives than they find is switched off). Ties keep the
     current threshold. A label's F1-optimal threshold (:func:`best_threshold`) is not the
     micro-optimal one: a chance-level label predicted everywhere adds many false positives.
@@ -84,7 +84,7 @@ def micro_f1_thresholds(
         for c in free:
             rest_tp, rest_pred = tp.sum() - tp[c], npred.sum() - npred[c]
             best, best_f1 = thr[c], 2 * tp.sum() / max(1.0, npred.sum() + pos)
-            for cand in (*np.unique(np.round(p[:, c], 4)), NEVER):
+            for cand in (*np.unique(p[:, c]), NEVER):
                 pc = p[:, c] >= cand
                 f1 = 2 * (rest_tp + (pc & t[:, c]).sum()) / max(1.0, rest_pred + pc.sum() + pos)
                 if f1 > best_f1 + 1e-12:

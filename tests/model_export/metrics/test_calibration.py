@@ -64,3 +64,12 @@ def test_ece_of_a_calibrated_and_an_overconfident_model() -> None:
     t = np.array([1, 0, 1, 0] * 25)
     assert expected_calibration_error(np.full(100, 0.5), t) == pytest.approx(0.0)
     assert expected_calibration_error(np.full(100, 0.95), t) == pytest.approx(0.45)
+
+
+def test_saturated_probabilities_are_separated_unrounded() -> None:
+    """Calibrated probabilities of a confident label crowd near 1: candidates rounded to four
+    decimals could not split 0.999995 (positive) from 0.99996 (negative); unrounded they do."""
+    p, t = np.array([0.999995, 0.99996, 0.2]), np.array([1, 0, 0])
+    thr = best_threshold(p, t)
+    assert 0.99996 < thr <= 0.999995
+    assert ((p >= thr) == t.astype(bool)).all()
