@@ -38,7 +38,7 @@ from model_export.metrics.calibration import (
 )
 from service.imaging.preprocess import parse_view
 from service.inference.engine import OrtEngine
-from service.inference.heatmaps import PARENT_MAPS, MapRules, display_grid
+from service.inference.heatmaps import MAP_INPUTS, PARENT_MAPS, MapRules, display_grid
 from service.inference.manifest import MANIFEST_NAME, write_manifest
 
 FOLDER_LABELS = ("Pneumonia", "Lung Opacity", "No Finding")
@@ -56,6 +56,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--parent-maps", choices=PARENT_MAPS, default=None, help="set the parent-map rule first"
     )
     p.add_argument("--parent-own-weight", type=float, default=None, help="with --parent-maps")
+    p.add_argument(
+        "--map-input", choices=MAP_INPUTS, default=None,
+        help="set grounding.map_input: read the node maps from the image or its equalised copy",
+    )  # fmt: skip
     p.add_argument(
         "--entity-views", default=None,
         help="set input.entity_views first (comma-separated, e.g. identity,flip): the entity "
@@ -236,6 +240,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     views = _views_option(opts.entity_views)
     if views:
         engine.manifest = dataclasses.replace(engine.manifest, entity_views=views)
+    if opts.map_input:
+        engine.map_rules = dataclasses.replace(engine.map_rules, map_input=opts.map_input)
     temps, thresholds, info = fit(engine, opts)
     if opts.folder:
         info["real_test_ece"] = real_ece(engine, Path(opts.folder), temps, opts.batch_size)
@@ -244,6 +250,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(json.dumps(cal, indent=1))
     n_maps = opts.map_phantoms or opts.val_phantoms // 4
     tuned = tune_maps(engine, n_maps, opts.batch_size) if opts.tune_maps else {}
+    if opts.map_input:
+        tuned["map_input"] = opts.map_input
     if opts.parent_maps:
         tuned["parent_maps"] = opts.parent_maps
         tuned["parent_own_weight"] = engine.map_rules.parent_own_weight

@@ -51,6 +51,16 @@ def batch_inputs(inputs: Sequence[np.ndarray]) -> np.ndarray:
 VIEWS = ("identity", "flip", "center-0.92", "center-0.92-flip")
 
 
+def equalize(pixels: np.ndarray) -> np.ndarray:
+    """Histogram equalisation of an (H, W) image: each pixel -> the share of pixels at or
+    below its value, in (0, 1] (equal values stay equal; the order of values is kept)."""
+    img = as_2d(pixels, "pixels")
+    _, inverse, counts = np.unique(img.ravel(), return_inverse=True, return_counts=True)
+    cdf = np.cumsum(counts) / img.size
+    out: np.ndarray = cdf[inverse].reshape(img.shape).astype(np.float32)
+    return out
+
+
 def parse_view(name: str) -> tuple[float, bool]:
     """A view name -> (central fraction of each side kept, mirrored): "identity" (1, no),
     "flip" (1, yes), "center-F" (F, no), "center-F-flip" (F, yes); ValueError otherwise."""

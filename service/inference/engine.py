@@ -24,7 +24,7 @@ from tokenizers import Tokenizer
 
 from model_export.ssacl import entities as ent
 from service.imaging.borders import content_box, crop
-from service.imaging.preprocess import batch_inputs, image_view, to_model_input
+from service.imaging.preprocess import batch_inputs, equalize, image_view, to_model_input
 from service.inference.coherence import coherent_sentences, kept_text
 from service.inference.grounding import phrase_grounding, sentence_groundings, split_sections
 from service.inference.heatmaps import MapRules, paste, scaled_box, with_leaf_maps
@@ -44,12 +44,15 @@ from service.inference.session import (
 )
 from service.inference.types import Box, GenerateOptions, Grounding, Report, SentenceGrounding
 
-__all__ = ["VIEWS_SUFFIX", "EncoderFeeds", "EncoderOutput", "OrtEngine", "WeightsError"]
+__all__ = ["MAPS_SUFFIX", "VIEWS_SUFFIX", "EncoderFeeds", "EncoderOutput", "OrtEngine",
+           "WeightsError"]  # fmt: skip
 
 #: Encoder input name -> (B, 1, side, side) float32 normalised images (``OrtEngine.preprocess``);
-#: with entity views, also name + ``VIEWS_SUFFIX`` -> ((V - 1) B, 1, side, side), view-major.
+#: with entity views, also name + ``VIEWS_SUFFIX`` -> ((V - 1) B, 1, side, side), view-major;
+#: with maps read from the equalised image, name + ``MAPS_SUFFIX`` -> (B, 1, side, side).
 EncoderFeeds = dict[str, np.ndarray]
 VIEWS_SUFFIX = "@views"
+MAPS_SUFFIX = "@maps"
 log = logging.getLogger(__name__)
 GRAPHS = ("encoder", "decoder_prefill", "decoder_step", "text_encoder")
 DECODER_GRAPHS = ("decoder_prefill", "decoder_step")
@@ -209,6 +212,11 @@ class OrtEngine:
                 to_model_input(image_view(im, v), side, m.mean, m.std)
                 for v in m.entity_views[1:] for im in images
             ])  # fmt: skip
+        for name, side in sizes.items() if self.map_rules.map_input == "equalized" else ():
+            feeds[name + MAPS_SUFFIX] = batch_inputs([
+                (equalize(to_model_input(im, side, 0.0, 1.0)[0, 0]) - m.mean) / m.std
+                for im in images
+            ])  # fmt: skip
         return feeds
 
     def encode(self, x: np.ndarray | Mapping[str, np.ndarray]) -> EncoderOutput:
@@ -217,15 +225,25 @@ class OrtEngine:
 
         With entity views in the feeds, all views go through the graph as one batch; the
         pathology logits are the mean over each image's views, every other output is the
-        first view's (the image as given)."""
+        first view's (the image as given). With the equalised copy (``MAPS_SUFFIX``) in the
+        feeds, it runs in the same batch and the node maps are its."""
         feeds = {"image": x} if isinstance(x, np.ndarray) else dict(x)
-        views = {k.removesuffix(VIEWS_SUFFIX): feeds.pop(k) for k in list(feeds)
-                 if k.endswith(VIEWS_SUFFIX)}  # fmt: skip
+        extra = {
+            suffix: {
+                k.removesuffix(suffix): feeds.pop(k) for k in list(feeds) if k.endswith(suffix)
+            }
+            for suffix in (VIEWS_SUFFIX, MAPS_SUFFIX)
+        }
+        views, maps_in = extra[VIEWS_SUFFIX], extra[MAPS_SUFFIX]
         if missing := sorted(set(self.manifest.graphs["encoder"].inputs) - set(feeds)):
             raise ValueError(f"the encoder also needs {missing}: pass engine.preprocess's feeds")
         b = len(feeds["image"])
-        if views:
-            feeds = {k: np.concatenate([v, views[k]]) for k, v in feeds.items()}
+        n_views = len(views["image"]) // b + 1 if views else 1
+        if views or maps_in:
+            feeds = {
+                k: np.concatenate([v, *(part[k] for part in (views, maps_in) if part)])
+                for k, v in feeds.items()
+            }
         outs = dict(
             zip(
                 self._graph_outputs["encoder"],
@@ -233,9 +251,10 @@ class OrtEngine:
                 strict=True,
             )
         )
-        all_logits = outs["pathology_logits"].astype(np.float64)
-        logits = all_logits.reshape(-1, b, all_logits.shape[-1]).mean(axis=0)
-        outs = {k: v[:b] for k, v in outs.items()}
+        all_logits = outs["pathology_logits"][: n_views * b].astype(np.float64)
+        logits = all_logits.reshape(n_views, b, all_logits.shape[-1]).mean(axis=0)
+        node_attn = outs["node_attn"][-b:] if maps_in else outs["node_attn"][:b]
+        outs = {k: v[:b] for k, v in outs.items()} | {"node_attn": node_attn}
         probs = 1.0 / (1.0 + np.exp(-logits / self.temperature))
         r = self.map_rules
         return EncoderOutput(
@@ -328,7 +347,7 @@ class OrtEngine:
             sentences=sentences,
             num_tokens=len(seq.tokens),
             timings=times | {"heatmaps": time.perf_counter() - t0},
-            grounding_method=self.map_rules.node_maps,
+            grounding_method=self.map_rules.method,
             dropped={k: v for k, v in dropped.items() if v},
         )
 

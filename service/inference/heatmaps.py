@@ -44,6 +44,9 @@ from service.imaging.arrays import as_2d
 from service.inference.types import Box
 
 PARENT_MAPS = ("own", "own-and-leaves")  # rules for a parent node's map (with_leaf_maps)
+#: Inputs the node maps can be read from: the image as given, or its histogram-equalised copy
+#: (one more row of the encoder batch; entity logits, prefix and evidence stay the image's).
+MAP_INPUTS = ("image", "equalized")
 BOX_MAX_SIDE = 64  # boxes are found on a map of at most this side (+-1.6%), then scaled
 
 
@@ -62,6 +65,12 @@ class MapRules:
     parent_maps: str = "own"  # "own" or "own-and-leaves" (see :func:`with_leaf_maps`)
     parent_own_weight: float = 2.0  # a parent's own map in its mixture, x its area
     phrase_maps: str = "node-map-x-patch-evidence"  # how phrase maps are made
+    map_input: str = "image"  # "image", or "equalized": node maps read from the equalised image
+
+    @property
+    def method(self) -> str:
+        """What made the node maps, as responses name it (``grounding_method``)."""
+        return self.node_maps + ("-on-equalized-image" if self.map_input == "equalized" else "")
 
     @property
     def node_areas(self) -> tuple[float, ...]:
@@ -80,6 +89,9 @@ class MapRules:
         parent_maps = str(g.get("parent_maps", "own"))
         if parent_maps not in PARENT_MAPS:
             raise ValueError(f"grounding.parent_maps must be one of {PARENT_MAPS}: {parent_maps!r}")
+        map_input = str(g.get("map_input", "image"))
+        if map_input not in MAP_INPUTS:
+            raise ValueError(f"grounding.map_input must be one of {MAP_INPUTS}: {map_input!r}")
         return cls(
             smooth_sigma=float(g.get("smooth_sigma", 1.5)),
             box_threshold=float(g.get("box_threshold", 0.5)),
@@ -92,6 +104,7 @@ class MapRules:
             parent_maps=parent_maps,
             parent_own_weight=float(g.get("parent_own_weight", 2.0)),
             phrase_maps=str(g.get("phrase_maps", "node-map-x-patch-evidence")),
+            map_input=map_input,
         )
 
 

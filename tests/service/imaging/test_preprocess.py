@@ -53,3 +53,13 @@ def test_image_views() -> None:
     for bad in ("mirror", "center-0.2", "center-x", "center-1.5-flip"):
         with pytest.raises(ValueError, match="unknown image view"):
             parse_view(bad)
+
+
+def test_equalize_maps_each_value_to_its_cumulative_share() -> None:
+    from service.imaging.preprocess import equalize
+
+    im = np.array([[0.2, 0.2], [0.5, 0.9]], np.float32)
+    # 0.2: 2 of 4 pixels at or below; 0.5: 3 of 4; 0.9: 4 of 4
+    np.testing.assert_allclose(equalize(im), [[0.5, 0.5], [0.75, 1.0]])
+    flat = np.full((3, 5), 0.3, np.float32)
+    assert (equalize(flat) == 1.0).all()  # no contrast to spread

@@ -259,3 +259,28 @@ def test_entity_views_must_start_with_the_image(tiny_weights_dir: Path) -> None:
         body["input"]["entity_views"] = bad
         with pytest.raises(WeightsError, match="entity_views"):
             parse_manifest(tiny_weights_dir, json.dumps(body))
+
+
+def test_maps_from_the_equalized_image(tiny_weights_dir: Path, engine: OrtEngine) -> None:
+    """grounding.map_input = "equalized": node maps are the plain engine's maps of the
+    histogram-equalised model input; logits, prefix and evidence stay the image's own."""
+    from service.imaging.preprocess import equalize
+    from service.inference.engine import MAPS_SUFFIX
+
+    eq = OrtEngine.from_weights(tiny_weights_dir, provider="cpu", threads=1)
+    eq.map_rules = dataclasses.replace(eq.map_rules, map_input="equalized")
+    ims = images()[:2]
+    feeds = eq.preprocess(ims)
+    assert feeds["image" + MAPS_SUFFIX].shape == feeds["image"].shape
+    got, plain = eq.encode(feeds), engine.encode(engine.preprocess(ims))
+    m = engine.manifest
+    raw = (feeds["image"] * m.std + m.mean)[:, 0]  # the resized image in [0, 1]
+    want = engine.encode(((np.stack([equalize(r) for r in raw]) - m.mean) / m.std)[:, None])
+    np.testing.assert_allclose(got.node_attn, want.node_attn, atol=1e-5)
+    assert not np.allclose(got.node_attn, plain.node_attn, atol=1e-4)
+    assert got.logits is not None and plain.logits is not None
+    np.testing.assert_allclose(got.logits, plain.logits, atol=1e-5)
+    np.testing.assert_allclose(got.prefix, plain.prefix, atol=1e-5)
+    assert eq.map_rules.method == "anatomy-pooling-on-equalized-image"
+    (report,) = eq.generate(ims[:1], GenerateOptions(beam_size=1, max_new_tokens=12))
+    assert report.grounding_method == "anatomy-pooling-on-equalized-image"

@@ -102,3 +102,12 @@ def test_parent_maps_mix_own_and_leaf_maps_by_area() -> None:
         "own-and-leaves"
     )
     assert MapRules.from_manifest({"grounding": {}}).parent_maps == "own"
+
+
+def test_map_input_rule() -> None:
+    assert MapRules.from_manifest({"grounding": {}}).map_input == "image"
+    rules = MapRules.from_manifest({"grounding": {"map_input": "equalized"}})
+    assert rules.method == "anatomy-pooling-on-equalized-image"
+    assert MapRules.from_manifest({"grounding": {}}).method == "anatomy-pooling"
+    with pytest.raises(ValueError, match="map_input"):
+        MapRules.from_manifest({"grounding": {"map_input": "clahe"}})
