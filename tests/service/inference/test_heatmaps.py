@@ -105,6 +105,8 @@ def test_parent_maps_mix_own_and_leaf_maps_by_area() -> None:
 
 
 def test_map_input_rule() -> None:
+    from service.inference.heatmaps import MapRules
+
     assert MapRules.from_manifest({"grounding": {}}).map_input == "image"
     rules = MapRules.from_manifest({"grounding": {"map_input": "equalized"}})
     assert rules.method == "anatomy-pooling-on-equalized-image"
