@@ -17,8 +17,10 @@ from typing import Any
 import numpy as np
 
 from model_export.ssacl import anatomy
+from service.imaging.borders import content_box
 from service.inference.engine import OrtEngine
-from service.inference.heatmaps import MapRules, density, display_grid
+from service.inference.heatmaps import MapRules, density, display_grid, paste, upsample
+from service.inference.types import Box
 
 VERTICAL = {  # top to bottom, per side
     "right": ("right apical zone", "right upper lung zone", "right mid lung zone",
@@ -35,10 +37,42 @@ def batches(items: Sequence[Any], n: int) -> Iterator[Sequence[Any]]:
 
 
 def encode(engine: OrtEngine, images: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Node maps (B, 32, g, g) and patch evidence (B, 14, g, g) as the service computes them."""
+    """Node maps (B, 32, g, g) and patch evidence (B, 14, g, g) as the service computes them,
+    on each image's whole frame: where the engine cut padding bars (a shifted or rotated
+    phantom's fill, a padded case image) the content's maps are placed back as the service
+    places its heatmaps (:func:`full_frame`)."""
     enc = engine.encode(engine.preprocess(list(images)))
     ev = enc.evidence if enc.evidence is not None else np.zeros((len(images), 14, 1, 1))
-    return enc.node_attn, ev
+    maps, evs = [], []
+    for b, im in enumerate(images):
+        hw = (int(im.shape[0]), int(im.shape[1]))
+        box = content_box(np.asarray(im, np.float32))
+        maps.append(full_frame(enc.node_attn[b], hw, box, mass=True))
+        evs.append(full_frame(ev[b], hw, box, mass=False) if ev.shape[-1] > 1 else ev[b])
+    return np.stack(maps), np.stack(evs)
+
+
+def full_frame(
+    maps: np.ndarray, image_hw: tuple[int, int], content: Box, mass: bool, cell: int = 16
+) -> np.ndarray:
+    """(K, g, g) maps of ``content`` (x0, y0, x1, y1 pixels of an ``image_hw`` image) -> (K, g,
+    g) maps of the whole image: each upsampled (bilinear) onto the content's place in a
+    (g * cell)-pixel canvas of zeros, then averaged per cell. ``mass``: rescale each map to
+    its former sum (densities); else values are kept (probabilities). Whole frame: unchanged."""
+    h, w = image_hw
+    if tuple(content) == (0, 0, w, h):
+        return maps
+    g = maps.shape[-1]
+    side = g * cell
+    x0, y0, x1, y1 = content
+    region = (round(x0 * side / w), round(y0 * side / h), round(x1 * side / w),
+              round(y1 * side / h))  # fmt: skip
+    out = np.empty(maps.shape, np.float32)
+    for k, m in enumerate(maps):
+        up = upsample(m, region[3] - region[1], region[2] - region[0])
+        cells = paste(up, (side, side), region).reshape(g, cell, g, cell).mean(axis=(1, 3))
+        out[k] = cells * (float(m.sum()) / max(float(cells.sum()), 1e-12)) if mass else cells
+    return out
 
 
 def centre_of_mass(m: np.ndarray) -> tuple[float, float]:
