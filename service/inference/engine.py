@@ -199,15 +199,16 @@ class OrtEngine:
         the other entity views of each (``EncoderFeeds``) where the manifest lists them."""
         return self._inputs([crop(im, content_box(im)) for im in images])
 
-    def _inputs(self, images: list[np.ndarray]) -> EncoderFeeds:
-        """(H, W) images in [0, 1], already cut to their content -> the encoder's feeds."""
+    def _inputs(self, images: list[np.ndarray], entity_views: bool = True) -> EncoderFeeds:
+        """(H, W) images in [0, 1], already cut to their content -> the encoder's feeds
+        (``entity_views`` False: without the extra views, when no entity decision is made)."""
         m = self.manifest
         sizes = {"image": m.image_size} | ({"image_hires": m.hires_size} if m.hires_size else {})
         feeds = {
             name: batch_inputs([to_model_input(im, side, m.mean, m.std) for im in images])
             for name, side in sizes.items()
         }
-        for name, side in sizes.items() if len(m.entity_views) > 1 else ():
+        for name, side in sizes.items() if entity_views and len(m.entity_views) > 1 else ():
             feeds[name + VIEWS_SUFFIX] = batch_inputs([
                 to_model_input(image_view(im, v), side, m.mean, m.std)
                 for v in m.entity_views[1:] for im in images
@@ -359,7 +360,7 @@ class OrtEngine:
         if not phrases:
             return []
         content = content_box(image)
-        enc = self.encode(self._inputs([crop(image, content)]))
+        enc = self.encode(self._inputs([crop(image, content)], entity_views=False))
         emb = self.embed_text(phrases)
         hw = (int(image.shape[0]), int(image.shape[1]))
         frame = _Frame(hw, content, heatmap_hw or hw)

@@ -239,9 +239,9 @@ def test_entity_views_average_the_logits_and_keep_the_first_views_maps(
     plain = engine.encode(engine.preprocess(ims))
     per_view = [engine.encode(engine._inputs([image_view(im, v) for im in ims])) for v in views]
     assert got.logits is not None and all(p.logits is not None for p in per_view)
-    want = np.mean([p.logits for p in per_view], axis=0)
+    want = np.mean([np.asarray(p.logits) for p in per_view], axis=0)
     np.testing.assert_allclose(got.logits, want, atol=1e-4)
-    assert not np.allclose(got.logits, plain.logits, atol=1e-4)  # the views do change it
+    assert not np.allclose(got.logits, np.asarray(plain.logits), atol=1e-4)  # views change it
     np.testing.assert_allclose(got.node_attn, plain.node_attn, atol=1e-5)
     np.testing.assert_allclose(got.prefix, plain.prefix, atol=1e-5)
     probs = 1.0 / (1.0 + np.exp(-want / multi.temperature))
@@ -284,3 +284,20 @@ def test_maps_from_the_equalized_image(tiny_weights_dir: Path, engine: OrtEngine
     assert eq.map_rules.method == "anatomy-pooling-on-equalized-image"
     (report,) = eq.generate(ims[:1], GenerateOptions(beam_size=1, max_new_tokens=12))
     assert report.grounding_method == "anatomy-pooling-on-equalized-image"
+
+
+def test_ground_skips_the_entity_views(tiny_weights_dir: Path, engine: OrtEngine) -> None:
+    """Phrase grounding makes no entity decision: the encoder gets the image alone, and the
+    groundings equal a one-view engine's."""
+    from service.inference.engine import VIEWS_SUFFIX
+
+    multi = OrtEngine.from_weights(tiny_weights_dir, provider="cpu", threads=1)
+    multi.manifest = dataclasses.replace(multi.manifest, entity_views=("identity", "flip"))
+    seen: list[set[str]] = []
+    encode = multi.encode
+    multi.encode = lambda x: (seen.append(set(x)), encode(x))[1]  # type: ignore[method-assign,func-returns-value]
+    (got,) = multi.ground(images()[0], ["right lung"])
+    (want,) = engine.ground(images()[0], ["right lung"])
+    assert seen and not any(k.endswith(VIEWS_SUFFIX) for k in seen[0])
+    assert got.heatmap is not None and want.heatmap is not None
+    np.testing.assert_allclose(got.heatmap, want.heatmap, atol=1e-6)
