@@ -224,7 +224,7 @@ def _views_option(text: str | None) -> tuple[str, ...]:
     for v in views:
         parse_view(v)  # ValueError names the known views
     if views[0] != "identity":
-        raise ValueError("--entity-views must start with identity (the maps come from it)")
+        raise ValueError("--entity-views must start with identity (the prefix comes from it)")
     return views
 
 

@@ -179,6 +179,7 @@ class OrtEngine:
             "input_size": [1, self.manifest.image_size, self.manifest.image_size],
             "hires_input_size": [1, hires, hires] if (hires := self.manifest.hires_size) else None,
             "entity_views": list(self.manifest.entity_views),
+            "map_input": self.map_rules.map_input,
             "mean": [self.manifest.mean],
             "std": [self.manifest.std],
             "labels": list(self.manifest.labels),
@@ -195,8 +196,9 @@ class OrtEngine:
     def preprocess(self, images: list[np.ndarray]) -> EncoderFeeds:
         """(H, W) images in [0, 1] -> the encoder's feeds, each image without its padding
         bars (``imaging.borders.content_box``): ``image`` (B, 1, S, S) normalised,
-        ``image_hires`` (B, 1, 2S, 2S) where the encoder has a high-resolution branch, and
-        the other entity views of each (``EncoderFeeds``) where the manifest lists them."""
+        ``image_hires`` (B, 1, 2S, 2S) where the encoder has a high-resolution branch, the
+        other entity views of each where the manifest lists them, and the equalised copy
+        where the maps are read from it (``EncoderFeeds``)."""
         return self._inputs([crop(im, content_box(im)) for im in images])
 
     def _inputs(self, images: list[np.ndarray], entity_views: bool = True) -> EncoderFeeds:

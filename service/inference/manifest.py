@@ -166,7 +166,8 @@ def parse_manifest(root: Path, text: str) -> Manifest:
 
 
 def _views(names: Any, where: str) -> tuple[str, ...]:
-    """``input.entity_views``: known view names, "identity" first (maps come from it)."""
+    """``input.entity_views``: known view names, "identity" first (the image as given: the
+    prefix and evidence come from it)."""
     views = tuple(str(n) for n in names)
     if not views or views[0] != "identity":
         raise WeightsError(f"{where}: input.entity_views must start with 'identity'")

@@ -247,6 +247,7 @@ def test_entity_views_average_the_logits_and_keep_the_first_views_maps(
     probs = 1.0 / (1.0 + np.exp(-want / multi.temperature))
     np.testing.assert_allclose(got.entity_probs, probs, atol=1e-4)
     assert multi.model_facts["entity_views"] == list(views)
+    assert multi.model_facts["map_input"] == "image"
 
 
 def test_entity_views_must_start_with_the_image(tiny_weights_dir: Path) -> None:
