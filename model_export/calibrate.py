@@ -36,7 +36,7 @@ from model_export.metrics.calibration import (
     fit_temperature,
     micro_f1_thresholds,
 )
-from service.imaging.preprocess import parse_view
+from service.imaging.preprocess import checked_views
 from service.inference.engine import OrtEngine
 from service.inference.heatmaps import MAP_INPUTS, PARENT_MAPS, MapRules, display_grid
 from service.inference.manifest import MANIFEST_NAME, write_manifest
@@ -220,12 +220,7 @@ def _views_option(text: str | None) -> tuple[str, ...]:
     """``--entity-views`` -> view names (checked), or () when not given."""
     if not text:
         return ()
-    views = tuple(v.strip() for v in text.split(",") if v.strip())
-    for v in views:
-        parse_view(v)  # ValueError names the known views
-    if views[0] != "identity":
-        raise ValueError("--entity-views must start with identity (the prefix comes from it)")
-    return views
+    return checked_views([v.strip() for v in text.split(",") if v.strip()])
 
 
 def main(argv: Sequence[str] | None = None) -> int:

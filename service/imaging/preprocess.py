@@ -76,6 +76,17 @@ def parse_view(name: str) -> tuple[float, bool]:
     return f, flip
 
 
+def checked_views(names: Sequence[str]) -> tuple[str, ...]:
+    """Entity view names, each known (:func:`parse_view`) and "identity" first (the image as
+    given: the prefix and evidence come from it); ValueError otherwise."""
+    views = tuple(str(n) for n in names)
+    if not views or views[0] != "identity":
+        raise ValueError("entity views must start with 'identity'")
+    for v in views:
+        parse_view(v)
+    return views
+
+
 def image_view(pixels: np.ndarray, name: str) -> np.ndarray:
     """(H, W) image -> its view ``name`` (:func:`parse_view`)."""
     f, flip = parse_view(name)

@@ -206,20 +206,19 @@ class OrtEngine:
         (``entity_views`` False: without the extra views, when no entity decision is made)."""
         m = self.manifest
         sizes = {"image": m.image_size} | ({"image_hires": m.hires_size} if m.hires_size else {})
-        feeds = {
-            name: batch_inputs([to_model_input(im, side, m.mean, m.std) for im in images])
+        mean, std = np.float32(m.mean), np.float32(m.std)
+        resized = {  # each image at each side, in [0, 1]: resized once for both rows below
+            name: [to_model_input(im, side, 0.0, 1.0)[0, 0] for im in images]
             for name, side in sizes.items()
         }
+        feeds = {name: batch_inputs([(r - mean) / std for r in rs]) for name, rs in resized.items()}
         for name, side in sizes.items() if entity_views and len(m.entity_views) > 1 else ():
             feeds[name + VIEWS_SUFFIX] = batch_inputs([
                 to_model_input(image_view(im, v), side, m.mean, m.std)
                 for v in m.entity_views[1:] for im in images
             ])  # fmt: skip
-        for name, side in sizes.items() if self.map_rules.map_input == "equalized" else ():
-            feeds[name + MAPS_SUFFIX] = batch_inputs([
-                (equalize(to_model_input(im, side, 0.0, 1.0)[0, 0]) - m.mean) / m.std
-                for im in images
-            ])  # fmt: skip
+        for name, rs in resized.items() if self.map_rules.map_input == "equalized" else ():
+            feeds[name + MAPS_SUFFIX] = batch_inputs([(equalize(r) - mean) / std for r in rs])
         return feeds
 
     def encode(self, x: np.ndarray | Mapping[str, np.ndarray]) -> EncoderOutput:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from service.imaging.preprocess import parse_view
+from service.imaging.preprocess import checked_views
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -166,17 +166,11 @@ def parse_manifest(root: Path, text: str) -> Manifest:
 
 
 def _views(names: Any, where: str) -> tuple[str, ...]:
-    """``input.entity_views``: known view names, "identity" first (the image as given: the
-    prefix and evidence come from it)."""
-    views = tuple(str(n) for n in names)
-    if not views or views[0] != "identity":
-        raise WeightsError(f"{where}: input.entity_views must start with 'identity'")
-    for v in views:
-        try:
-            parse_view(v)
-        except ValueError as e:
-            raise WeightsError(f"{where}: input.entity_views: {e}") from e
-    return views
+    """``input.entity_views`` (:func:`~service.imaging.preprocess.checked_views`)."""
+    try:
+        return checked_views(names)
+    except ValueError as e:
+        raise WeightsError(f"{where}: input.entity_views: {e}") from e
 
 
 def load_manifest(
