@@ -54,7 +54,7 @@ from model_export.data.pipeline import PhantomSource, finding_masks, phantom_see
 from model_export.export import graph_splice
 from model_export.export import graphs as G
 from model_export.metrics.classification import auroc_per_label
-from model_export.ssacl.hires_head import HiResEntityCNN
+from model_export.ssacl.hires_head import HiResEntityCNN, StripEntityCNN
 from service.inference.engine import OrtEngine
 from service.inference.manifest import write_manifest
 
@@ -77,6 +77,11 @@ class HiresOptions:
     fusion_l2: float = 1.0  # inverse-variance of the fusion weights' Gaussian prior
     min_gain: float = 0.005  # validation AUROC a label must gain to be fused
     keep: tuple[str, ...] = FOLDER_LABELS  # never fused: labels real images calibrate
+    head: str = "full"  # "full": HiResEntityCNN; "strip": StripEntityCNN on ``labels``
+    labels: tuple[str, ...] = ("Fracture",)  # the strip head's labels
+    rows: float = 0.5  # the strip head reads this top fraction of the image
+    low_res: float = 0.25  # share of training images passed through half the side and back
+    folder: str | None = None  # strip head: real radiographs for negatives (training patients)
     seed: int = 0
     threads: int = 2
     workers: int = 2  # rendering processes
@@ -141,10 +146,11 @@ def as_input(x: np.ndarray, mean: float, std: float) -> Tensor:
 
 
 def augment(
-    x: Tensor, g: torch.Generator, masks: Tensor | None = None
+    x: Tensor, g: torch.Generator, masks: Tensor | None = None, low_res: float = 0.25
 ) -> tuple[Tensor, Tensor | None]:
-    """Random acquisition of a (B, 1, S, S) batch in [0, 1] (module docstring, step 2);
-    ``masks`` (B, C, g, g) go through the same geometry (nearest)."""
+    """Random acquisition of a (B, 1, S, S) batch in [0, 1] (module docstring, step 2;
+    ``low_res`` of the images through half the side and back); ``masks`` (B, C, g, g) go
+    through the same geometry (nearest)."""
     b, side = x.shape[0], x.shape[-1]
 
     def u(lo: float, hi: float, *shape: int) -> Tensor:
@@ -152,7 +158,7 @@ def augment(
 
     x = x.clamp(0, 1) ** torch.exp(u(-0.35, 0.35, 1, 1, 1))
     x = (x - 0.5) * u(0.8, 1.2, 1, 1, 1) + 0.5 + u(-0.08, 0.08, 1, 1, 1)
-    low = torch.rand(b, generator=g) < 0.25
+    low = torch.rand(b, generator=g) < low_res
     if low.any():
         small = F.interpolate(x[low], size=side // 2, mode="bilinear", antialias=True)
         x[low] = F.interpolate(small, size=side, mode="bilinear")
@@ -173,7 +179,20 @@ def augment(
 
 
 # ---------------------------------------------------------------------------- training
-def predict(cnn: HiResEntityCNN, x: np.ndarray, mean: float, std: float) -> np.ndarray:
+EntityCNN = HiResEntityCNN | StripEntityCNN
+
+
+def make_cnn(o: HiresOptions, labels: Sequence[str]) -> EntityCNN:
+    """The untrained CNN ``o.head`` names, for the label order ``labels``."""
+    if o.head == "full":
+        return HiResEntityCNN(len(labels), sharpness=5.0)
+    if o.head == "strip":
+        ids = tuple(list(labels).index(name) for name in o.labels)
+        return StripEntityCNN(len(labels), ids, o.rows, sharpness=5.0)
+    raise ValueError(f"unknown head {o.head!r} (full, strip)")
+
+
+def predict(cnn: EntityCNN, x: np.ndarray, mean: float, std: float) -> np.ndarray:
     """(N, 14) image logits of (N, S, S) uint8 images."""
     cnn.eval()
     with torch.no_grad():
@@ -181,10 +200,10 @@ def predict(cnn: HiResEntityCNN, x: np.ndarray, mean: float, std: float) -> np.n
     return torch.cat(out).numpy()
 
 
-def cell_loss(cells: Tensor, masks: Tensor, known: Tensor) -> Tensor:
-    """Mean BCE of (B, N, C) cell logits against (B, C, 2g, 2g) masks pooled to the (g, g)
-    grid, over the (B, C) pairs ``known`` marks (positive pairs need a drawn mask)."""
-    target = F.max_pool2d(masks, 2).flatten(2).transpose(1, 2)  # (B, N, C)
+def cell_loss(cells: Tensor, target: Tensor, known: Tensor) -> Tensor:
+    """Mean BCE of (B, N, C) cell logits against (B, N, C) targets (the CNN's
+    ``cell_targets`` of the masks), over the (B, C) pairs ``known`` marks (positive pairs
+    need a drawn mask)."""
     w = known[:, None, :].expand_as(target)
     bce = F.binary_cross_entropy_with_logits(cells, target, weight=w, reduction="sum")
     return bce / w.sum().clamp(min=1.0)
@@ -193,15 +212,16 @@ def cell_loss(cells: Tensor, masks: Tensor, known: Tensor) -> Tensor:
 def train_cnn(
     data: tuple[np.ndarray, np.ndarray, np.ndarray], xv: np.ndarray, tv: np.ndarray,
     labels: Sequence[str], mean: float, std: float, o: HiresOptions,
-) -> tuple[HiResEntityCNN, list[dict[str, Any]]]:  # fmt: skip
+) -> tuple[EntityCNN, list[dict[str, Any]]]:  # fmt: skip
     """Train the CNN for ``o.steps`` batches on (images, labels, masks) (``render``): image
     BCE plus ``o.cell_weight`` x :func:`cell_loss` where a label has masks at all (not No
-    Finding); validation AUROC logged every 500 steps."""
+    Finding), over the labels the CNN reads; validation AUROC logged every 500 steps."""
     x, t, m = data
     drawn = m.reshape(len(m), m.shape[1], -1).max(-1) > 0  # (N, C) a mask exists
     has_masks = drawn.any(0)  # labels drawn as regions
     torch.manual_seed(o.seed)
-    cnn = HiResEntityCNN(len(labels), sharpness=5.0)
+    cnn = make_cnn(o, labels)
+    read = np.array([o.head == "full" or name in o.labels for name in labels])
     opt = torch.optim.AdamW(cnn.parameters(), o.lr, weight_decay=o.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, o.lr, total_steps=o.steps, pct_start=0.05)
     prev = t.mean(0)
@@ -214,15 +234,19 @@ def train_cnn(
             order = rng.permutation(len(x))
         idx, order = np.sort(order[: o.batch_size]), order[o.batch_size :]
         image = torch.from_numpy(x[idx]).float().div_(255).unsqueeze(1)
-        batch, masks = augment(image, g, torch.from_numpy(m[idx]).float())
+        batch, masks = augment(image, g, torch.from_numpy(m[idx]).float(), o.low_res)
         assert masks is not None
         cnn.train()
         logits, cells = cnn((batch - mean) / std)
         y = torch.from_numpy(t[idx]).float()
-        loss = F.binary_cross_entropy_with_logits(logits, y, pos_weight=pos_weight.float())
+        bce = F.binary_cross_entropy_with_logits(
+            logits, y, pos_weight=pos_weight.float(), reduction="none"
+        )
+        loss = bce[:, read].mean()
         if o.cell_weight > 0:
-            known = torch.from_numpy(has_masks & ((t[idx] == 0) | drawn[idx])).float()
-            loss = loss + o.cell_weight * cell_loss(cells, masks, known)
+            known = read & has_masks & ((t[idx] == 0) | drawn[idx])
+            target = cnn.cell_targets(masks)
+            loss = loss + o.cell_weight * cell_loss(cells, target, torch.from_numpy(known).float())
         opt.zero_grad()
         loss.backward()  # type: ignore[no-untyped-call]
         opt.step()
@@ -233,7 +257,7 @@ def train_cnn(
                   f"({time.perf_counter() - t0:.0f} s)", file=sys.stderr)  # fmt: skip
         if step % 500 == 0 or step == o.steps:
             auc = auroc_per_label(predict(cnn, xv, mean, std), tv.astype(int), list(labels))
-            score = float(np.nanmean(list(auc.values())))
+            score = float(np.nanmean([v for k, v in zip(read, auc.values(), strict=True) if k]))
             log.append({"step": step, "val_mean_auroc": score})
             print(f"step {step}: val mean AUROC {score:.4f}", file=sys.stderr)
     return cnn.eval(), log
@@ -264,7 +288,7 @@ def fit_fusion(
 class Fusion(nn.Module):
     """(image_hires (B, 1, 2S, 2S), base_logits (B, C)) -> fused logits (B, C)."""
 
-    def __init__(self, cnn: HiResEntityCNN, a: np.ndarray, b: np.ndarray, c: np.ndarray):
+    def __init__(self, cnn: EntityCNN, a: np.ndarray, b: np.ndarray, c: np.ndarray):
         super().__init__()
         self.cnn = cnn
         for name, v in (("a", a), ("b", b), ("c", c)):
@@ -300,15 +324,21 @@ def extend(weights: Path, work: Path, o: HiresOptions) -> dict[str, Any]:
     mean, std, side = engine.manifest.mean, engine.manifest.std, 2 * engine.manifest.image_size
     train = render("train", o.train_phantoms, side, work / f"train_{side}.npz", o.workers)
     xv, tv, _ = render("val", o.val_phantoms, side, work / f"val_{side}.npz", o.workers)
-    state = work / "cnn.pt"
-    cnn = HiResEntityCNN(len(labels), sharpness=5.0)
+    state = work / ("cnn.pt" if o.head == "full" else f"cnn_{o.head}.pt")
+    cnn = make_cnn(o, labels)
     if state.exists():
         saved = torch.load(state)
         cnn.load_state_dict(saved["state"])
         log = saved["log"]
         cnn.eval()
     else:
-        cnn, log = train_cnn(train, xv, tv, labels, mean, std, o)
+        if o.head == "strip":
+            from model_export.export import strip_fit  # it imports this module
+
+            real = strip_fit.real_negatives(Path(o.folder), side) if o.folder else None
+            cnn, log = strip_fit.train_strip(train, xv, tv, labels, mean, std, o, real)
+        else:
+            cnn, log = train_cnn(train, xv, tv, labels, mean, std, o)
         torch.save({"state": cnn.state_dict(), "log": log, "options": asdict(o)}, state)
     del train
     base = np.concatenate([
@@ -340,7 +370,7 @@ def extend(weights: Path, work: Path, o: HiresOptions) -> dict[str, Any]:
     body["input"]["hires_size"] = side
     body["graphs"]["encoder"]["inputs"] = ["image", HIRES_INPUT]
     body["entity_hires"] = {
-        "head": "HiResEntityCNN", "input_size": side, "options": asdict(o), "train_log": log,
+        "head": type(cnn).__name__, "input_size": side, "options": asdict(o), "train_log": log,
         "fused_labels": [n for j, n in enumerate(labels) if b[j] != 0.0],
         "fusion": {"a": a.round(5).tolist(), "b": b.round(5).tolist(),
                    "c": c.round(5).tolist()},
@@ -374,7 +404,9 @@ def _parity(
     m = engine.manifest
     big = as_input(xs, m.mean, m.std).numpy()
     got = sess.run(["pathology_logits"], {"image": small, HIRES_INPUT: big})[0]
-    base = _logits(engine, images).astype(np.float32)
+    old = engine.encode(small).logits  # the old graph on the same single view
+    assert old is not None
+    base = old.astype(np.float32)
     with torch.no_grad():
         ref = fusion(torch.from_numpy(big), torch.from_numpy(base)).numpy()
     return float(np.abs(got - ref).max())
@@ -395,13 +427,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--cell-weight", type=float, default=d.cell_weight,
         help="synthetic supervision by the phantoms' finding masks (0: image labels only)",
     )  # fmt: skip
+    p.add_argument(
+        "--head",
+        choices=("full", "strip"),
+        default=d.head,
+        help="full: every label on the whole image; strip: --labels on the top rows",
+    )
+    p.add_argument("--labels", nargs="+", default=list(d.labels), help="the strip head's labels")
+    p.add_argument("--rows", type=float, default=d.rows, help="top fraction the strip reads")
+    p.add_argument(
+        "--low-res",
+        type=float,
+        default=d.low_res,
+        help="share of training images through half the side and back",
+    )
+    p.add_argument("--folder", default=None, help="strip head: real negatives (training patients)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--threads", type=int, default=d.threads)
     p.add_argument("--workers", type=int, default=d.workers)
     a = p.parse_args(argv)
     o = HiresOptions(a.train_phantoms, a.val_phantoms, a.steps, a.batch_size, a.lr,
                      cell_weight=a.cell_weight, min_gain=a.min_gain, seed=a.seed,
-                     threads=a.threads, workers=a.workers)  # fmt: skip
+                     threads=a.threads, workers=a.workers, head=a.head, labels=tuple(a.labels),
+                     rows=a.rows, low_res=a.low_res, folder=a.folder)  # fmt: skip
     torch.set_num_threads(o.threads)
     try:
         record = extend(a.weights, a.work, o)

@@ -10,6 +10,8 @@ with the encoder's per label (``export.hires_fit``); it never touches maps or th
 
 from __future__ import annotations
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from model_export.ssacl.entity_head import lse_pool
@@ -43,3 +45,53 @@ class HiResEntityCNN(nn.Module):
     def forward(self, image: Tensor) -> tuple[Tensor, Tensor]:
         cells = self.head(self.body(image)).flatten(2).transpose(1, 2)  # (B, N, C)
         return lse_pool(cells, self.sharpness), cells
+
+    @staticmethod
+    def cell_targets(masks: Tensor) -> Tensor:
+        """(B, C, 2g, 2g) finding masks -> (B, N, C) targets on the (g, g) cell grid."""
+        return F.max_pool2d(masks, 2).flatten(2).transpose(1, 2)
+
+
+class StripEntityCNN(nn.Module):
+    """A few labels read from the top of the image at 16 px cells: (B, 1, S, S) normalised
+    image -> image logits (B, C) and cell logits (B, N, C), zero for the labels it does not
+    read (``label_ids`` are the ones it does; fusion leaves the others alone).
+
+    Made for the clavicle fracture: a lucent line one or two pixels wide at 448 px, which
+    the whole-image CNN above pools away. Only the top ``rows`` of the image are read (the
+    clavicles and apices), at twice the whole-image CNN's cell density; stride-2 and
+    stride-1 3 x 3 convolutions alternate down to 1/16 of the side.
+    """
+
+    widths = (16, 16, 32, 32, 64, 64, 64)
+    strides = (2, 1, 2, 1, 2, 1, 2)
+
+    def __init__(
+        self, num_labels: int, label_ids: tuple[int, ...], rows: float, sharpness: float
+    ) -> None:
+        super().__init__()
+        self.sharpness, self.rows = sharpness, rows
+        layers, cin = [], 1
+        for w, s in zip(self.widths, self.strides, strict=True):
+            layers.append(_conv(cin, w, s))
+            cin = w
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Conv2d(cin, len(label_ids), 1)
+        scatter = torch.zeros(len(label_ids), num_labels)
+        scatter[torch.arange(len(label_ids)), torch.tensor(label_ids)] = 1.0
+        self.register_buffer("scatter", scatter)  # (K, C): own label k -> label column
+
+    def grid_rows(self, side: int) -> int:
+        """Cell rows read from an image of ``side`` px (16 px cells)."""
+        return max(1, round(self.rows * side / 16))
+
+    def forward(self, image: Tensor) -> tuple[Tensor, Tensor]:
+        top = image[:, :, : 16 * self.grid_rows(int(image.shape[-2]))]  # fixed side in ONNX
+        own = self.head(self.body(top)).flatten(2).transpose(1, 2)  # (B, N, K)
+        scatter = self.scatter
+        assert isinstance(scatter, Tensor)
+        return lse_pool(own, self.sharpness) @ scatter, own @ scatter
+
+    def cell_targets(self, masks: Tensor) -> Tensor:
+        """(B, C, S/16, S/16) finding masks -> (B, N, C) targets of the cells read."""
+        return masks[:, :, : self.grid_rows(16 * masks.shape[-2])].flatten(2).transpose(1, 2)

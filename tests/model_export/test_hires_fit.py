@@ -16,8 +16,9 @@ F = torch.nn.functional
 
 from model_export.export import hires_fit as H  # noqa: E402
 from model_export.ssacl.entity_head import lse_pool  # noqa: E402
-from model_export.ssacl.hires_head import HiResEntityCNN  # noqa: E402
+from model_export.ssacl.hires_head import HiResEntityCNN, StripEntityCNN  # noqa: E402
 from service.inference.engine import OrtEngine  # noqa: E402
+from service.inference.manifest import write_manifest  # noqa: E402
 from service.inference.types import GenerateOptions  # noqa: E402
 
 
@@ -60,15 +61,40 @@ def test_cell_loss_by_hand() -> None:
     masks[0, 0, 0, 1] = 1.0  # inside the first cell after the 2 x 2 pool
     # cell 0: softplus(-2) = 0.12693; cells 1-3 at logit 0: log 2 each
     want = (0.126928 + 3 * 0.693147) / 4
-    assert H.cell_loss(cells, masks, torch.ones(1, 1)).item() == pytest.approx(want, abs=1e-5)
-    assert H.cell_loss(cells, masks, torch.zeros(1, 1)).item() == 0.0  # unknown pair: no loss
+    target = HiResEntityCNN.cell_targets(masks)
+    assert H.cell_loss(cells, target, torch.ones(1, 1)).item() == pytest.approx(want, abs=1e-5)
+    assert H.cell_loss(cells, target, torch.zeros(1, 1)).item() == 0.0  # unknown: no loss
 
 
+def test_the_strip_cnn_reads_only_its_labels_and_the_top_rows() -> None:
+    torch.manual_seed(0)
+    cnn = StripEntityCNN(num_labels=4, label_ids=(2,), rows=0.5, sharpness=5.0).eval()
+    x = torch.randn(2, 1, 448, 448)
+    logits, cells = cnn(x)
+    assert logits.shape == (2, 4) and cells.shape == (2, 14 * 28, 4)  # 16 px cells, top half
+    assert torch.count_nonzero(logits[:, [0, 1, 3]]) == 0 and torch.count_nonzero(cells[..., 2])
+    assert torch.allclose(logits, lse_pool(cells, 5.0))
+    y = x.clone()
+    y[:, :, 224:] = 0.0  # the bottom half is never read
+    assert torch.equal(cnn(y)[0], logits)
+    masks = torch.zeros(2, 4, 28, 28)
+    masks[0, 2, 3, 5] = masks[0, 2, 20, 5] = 1.0  # one cell read, one below the strip
+    target = cnn.cell_targets(masks)
+    assert target.shape == cells.shape and float(target.sum()) == 1.0
+    assert float(target[0, 3 * 28 + 5, 2]) == 1.0
+
+
+@pytest.mark.parametrize("views", [False, True])
 def test_extend_adds_a_second_input_and_changes_only_the_entity_logits(
-    tiny_weights_dir: Path, tmp_path: Path
+    tiny_weights_dir: Path, tmp_path: Path, views: bool
 ) -> None:
     weights = tmp_path / "weights"
     shutil.copytree(tiny_weights_dir, weights)
+    if views:  # parity must compare one view with one view, not with the engine's mean
+        body = json.loads((weights / "manifest.json").read_text())
+        body.pop("files")
+        body["input"]["entity_views"] = ["identity", "flip"]
+        write_manifest(weights, body)
     old = OrtEngine.from_weights(weights, provider="cpu", threads=1)
     args = ["--work", str(tmp_path / "work"), "--train-phantoms", "64", "--val-phantoms", "48"]
     fit = ["--steps", "4", "--min-gain", "-1", "--threads", "1", "--workers", "1"]
@@ -96,3 +122,18 @@ def test_extend_adds_a_second_input_and_changes_only_the_entity_logits(
     report = new.generate([images[0]], GenerateOptions(max_new_tokens=4, heatmaps=False))[0]
     assert len(report.text) > 0
     assert H.main([str(weights), *args, "--steps", "4"]) == 1  # refused: already extended
+
+
+def test_extend_with_the_strip_head_fuses_only_its_label(
+    tiny_weights_dir: Path, tmp_path: Path
+) -> None:
+    weights = tmp_path / "weights"
+    shutil.copytree(tiny_weights_dir, weights)
+    args = ["--work", str(tmp_path / "work"), "--train-phantoms", "96", "--val-phantoms", "32"]
+    fit = ["--steps", "3", "--batch-size", "8", "--min-gain", "-1", "--threads", "1"]
+    strip = ["--head", "strip", "--labels", "Fracture", "--workers", "1"]
+    assert H.main([str(weights), *args, *fit, *strip]) == 0
+    record = json.loads((weights / "manifest.json").read_text())["entity_hires"]
+    assert record["head"] == "StripEntityCNN" and record["fused_labels"] == ["Fracture"]
+    assert record["parity_max_abs_diff"] < H.PARITY_ATOL
+    assert (tmp_path / "work" / "cnn_strip.pt").exists()
