@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,27 +35,28 @@ CROP_CELLS = 6  # crop side in cells (96 px)
 
 
 def crop_batch(
-    x: np.ndarray, m: np.ndarray, label: int, n: int, rows: int, rng: np.random.Generator,
-    real: np.ndarray | None = None,
+    x: np.ndarray, m: np.ndarray, labels: Sequence[int], n: int, rows: int,
+    rng: np.random.Generator, real: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-    """``n`` crops of (N, S, S) uint8 images ``x`` with (N, C, S/16, S/16) masks ``m``: the
-    first half positive (a cell of ``label``'s mask inside, at a random place in the crop),
-    the rest from images without it: a quarter of them anywhere, a quarter from ``real``
-    ((R, S, S) uint8 radiographs without the finding; phantoms when None) anywhere, the rest
-    centred on a positive cell of a random positive image, mirrored half the time. Crops lie
-    in the top ``rows`` cells. Returns (n, 16k, 16k) uint8 crops and (n, k, k) cell targets,
-    k = min(6, rows)."""
-    lab = m[:, label]
-    pos_img = np.flatnonzero(lab.reshape(len(lab), -1).max(1) > 0)
-    neg_img = np.flatnonzero(lab.reshape(len(lab), -1).max(1) == 0)
-    if not len(pos_img) or not len(neg_img):
-        raise ValueError("crops need images with and without the finding drawn")
-    cols, k = lab.shape[-1], min(CROP_CELLS, rows)
+    """``n`` crops of (N, S, S) uint8 images ``x`` with (N, C, S/16, S/16) masks ``m``, each
+    about one of ``labels`` in turn (crop i: ``labels[i % L]``): the first half positive (a
+    cell of that label's mask inside, at a random place in the crop), the rest from images
+    without it: a quarter of them anywhere, a quarter from ``real`` ((R, S, S) uint8
+    radiographs without the findings; phantoms when None) anywhere, the rest centred on a
+    positive cell of a random positive image, mirrored half the time. Crops lie in the top
+    ``rows`` cells. Returns (n, 16k, 16k) uint8 crops and (n, L, k, k) cell targets of every
+    label, k = min(6, rows)."""
+    drawn = m[:, list(labels)].reshape(len(m), len(labels), -1).max(2) > 0  # (N, L)
+    if not drawn.any(0).all() or drawn.all(0).any():
+        raise ValueError("crops need images with and without each finding drawn")
+    cols, k = m.shape[-1], min(CROP_CELLS, rows)
     crops = np.zeros((n, k * CELL, k * CELL), np.uint8)
-    cells = np.zeros((n, k, k), np.float32)
+    cells = np.zeros((n, len(labels), k, k), np.float32)
     for i in range(n):
+        focus = i % len(labels)
+        pos_img, neg_img = np.flatnonzero(drawn[:, focus]), np.flatnonzero(~drawn[:, focus])
         src = pos_img[rng.integers(len(pos_img))]
-        ys, xs = np.nonzero(lab[src])
+        ys, xs = np.nonzero(m[src, labels[focus]])
         j = rng.integers(len(ys))
         cy, cx = int(ys[j]), int(xs[j])
         images, kind = x, (i - n // 2) * 4 // max(1, n - n // 2)  # negatives: kind 0..3
@@ -69,7 +71,7 @@ def crop_batch(
         x0 = int(np.clip(cx - rng.integers(k), 0, cols - k))
         crops[i] = images[src, y0 * CELL : (y0 + k) * CELL, x0 * CELL : (x0 + k) * CELL]
         if images is x:
-            cells[i] = lab[src, y0 : y0 + k, x0 : x0 + k]
+            cells[i] = m[src, list(labels), y0 : y0 + k, x0 : x0 + k]
     return crops, cells
 
 
@@ -77,17 +79,16 @@ def train_strip(
     data: tuple[np.ndarray, np.ndarray, np.ndarray], xv: np.ndarray, tv: np.ndarray,
     labels: list[str], mean: float, std: float, o: HiresOptions, real: np.ndarray | None = None,
 ) -> tuple[StripEntityCNN, list[dict[str, Any]]]:  # fmt: skip
-    """Train a one-label strip head on :func:`crop_batch` crops (``real``: radiographs
-    without the finding, (R, S, S) uint8, for negatives) for ``o.steps`` batches of
-    ``o.batch_size`` (augmented as ``hires_fit.augment``): BCE of the crop's pooled logit
-    against "a finding cell inside" plus ``o.cell_weight`` x the cell BCE; validation AUROC
-    of the whole-strip head every 250 steps, the best state kept."""
-    if len(o.labels) != 1:
-        raise ValueError("the strip head is trained for one label at a time")
+    """Train a strip head for ``o.labels`` on :func:`crop_batch` crops (``real``: radiographs
+    without the findings, (R, S, S) uint8, for negatives) for ``o.steps`` batches of
+    ``o.batch_size`` (augmented as ``hires_fit.augment``): BCE of each label's pooled crop
+    logit against "a cell of it inside" plus ``o.cell_weight`` x the cell BCE; mean
+    validation AUROC of the whole-strip head over its labels every 250 steps, the best state
+    kept."""
     x, t, m = data
-    label = labels.index(o.labels[0])
+    ids = [labels.index(name) for name in o.labels]
     torch.manual_seed(o.seed)
-    cnn = StripEntityCNN(len(labels), (label,), o.rows, sharpness=5.0)
+    cnn = StripEntityCNN(len(labels), tuple(ids), o.rows, sharpness=5.0)
     rows = cnn.grid_rows(x.shape[-1])
     opt = torch.optim.AdamW(cnn.parameters(), o.lr, weight_decay=o.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, o.lr, total_steps=o.steps, pct_start=0.05)
@@ -96,15 +97,16 @@ def train_strip(
     best: tuple[float, dict[str, torch.Tensor]] = (-1.0, {})
     t0 = time.perf_counter()
     for step in range(1, o.steps + 1):
-        crops, target = crop_batch(x, m, label, o.batch_size, rows, rng, real)
+        crops, target = crop_batch(x, m, ids, o.batch_size, rows, rng, real)
         image = torch.from_numpy(crops).float().div_(255).unsqueeze(1)
-        batch, moved = augment(image, g, torch.from_numpy(target)[:, None], o.low_res)
+        batch, moved = augment(image, g, torch.from_numpy(target), o.low_res)
         assert moved is not None
         cnn.train()
-        own = cnn.head(cnn.body((batch - mean) / std)).flatten(1)  # (B, 36) cell logits
-        cell_t = moved.flatten(1)
-        crop_t = (cell_t.max(1).values > 0).float()
-        loss = F.binary_cross_entropy_with_logits(lse_pool(own, cnn.sharpness), crop_t)
+        own = cnn.head(cnn.body((batch - mean) / std)).flatten(2)  # (B, L, 36) cell logits
+        cell_t = moved.flatten(2)
+        crop_t = (cell_t.max(2).values > 0).float()  # (B, L)
+        pooled = lse_pool(own, cnn.sharpness, dim=2)
+        loss = F.binary_cross_entropy_with_logits(pooled, crop_t)
         loss = loss + o.cell_weight * F.binary_cross_entropy_with_logits(own, cell_t)
         opt.zero_grad()
         loss.backward()  # type: ignore[no-untyped-call]
@@ -114,11 +116,12 @@ def train_strip(
             print(f"step {step}/{o.steps}: loss {loss.item():.4f} "
                   f"({time.perf_counter() - t0:.0f} s)", file=sys.stderr)  # fmt: skip
         if step % 250 == 0 or step == o.steps:
-            score = auroc_per_label(
-                predict(cnn, xv, mean, std)[:, [label]], tv[:, [label]].astype(int), [o.labels[0]]
-            )[o.labels[0]]
-            log.append({"step": step, "val_auroc": score})
-            print(f"step {step}: val {o.labels[0]} AUROC {score:.4f}", file=sys.stderr)
+            auc = auroc_per_label(
+                predict(cnn, xv, mean, std)[:, ids], tv[:, ids].astype(int), list(o.labels)
+            )
+            score = float(np.mean(list(auc.values())))
+            log.append({"step": step, "val_auroc": auc})
+            print(f"step {step}: val AUROC {auc}", file=sys.stderr)
             if not score <= best[0]:  # better, or NaN (validation without both classes)
                 best = (score, {k: v.clone() for k, v in cnn.state_dict().items()})
     cnn.load_state_dict(best[1])
