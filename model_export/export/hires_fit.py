@@ -11,9 +11,11 @@ encoder's per label, and splices it into ``encoder.onnx`` behind ``pathology_log
 1. phantoms of the training seed range and of the validation range are rendered at 2S px
    (uint8, cached under ``--work``; ``--workers`` processes);
 2. the CNN is trained on them (class-balanced BCE; batch augmentation: gamma, contrast,
-   brightness, a quarter of the images through 224 px and back as a small upload is, small
-   rotation, scale, shift, horizontal flip (the labels have no side), noise); its state is
-   cached under ``--work``;
+   brightness, ``--low-res`` of the images (a quarter) through 224 px and back as a small
+   upload is, small rotation, scale, shift, horizontal flip (the labels have no side),
+   noise); its state is cached under ``--work``. ``--head strip`` trains instead a CNN for
+   ``--labels`` on the image's top rows, on crops around the findings (``strip_fit``; real
+   negatives from ``--folder``);
 3. per label, ``fused = a * encoder_logit + b * cnn_logit + c`` is fitted by L2-regularised
    logistic regression on the validation phantoms (the encoder's logits through the engine's
    own preprocessing, so real uploads are read as in service); a label keeps its encoder
