@@ -52,7 +52,7 @@ from model_export.export import graph_splice
 from model_export.export import graphs as G
 from model_export.metrics.classification import auroc_per_label
 from model_export.ssacl.entity_head import ConvEntityHead
-from service.inference.engine import VIEWS_SUFFIX, OrtEngine
+from service.inference.engine import MAPS_SUFFIX, VIEWS_SUFFIX, OrtEngine
 from service.inference.manifest import write_manifest
 
 PREFIX = "entity_refit/"
@@ -116,7 +116,7 @@ def collect(
         feeds = {
             k: v
             for k, v in preprocess([np.asarray(s.image) for s in samples]).items()
-            if not k.endswith(VIEWS_SUFFIX)
+            if not k.endswith((VIEWS_SUFFIX, MAPS_SUFFIX))
         }  # the features of the image as given
         out = session.run(["pathology_logits", *names], feeds)
         logits.append(out[0])

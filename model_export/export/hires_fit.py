@@ -101,6 +101,11 @@ def mask_grid(side: int) -> tuple[int, int]:
     return drawn, target
 
 
+def as_uint8(image: object) -> np.ndarray:
+    """An (H, W) image in [0, 1] -> uint8 (rounded), as the renders are cached."""
+    return np.clip(np.asarray(image) * 255 + 0.5, 0, 255).astype(np.uint8)
+
+
 def _render_chunk(args: tuple[str, int, int, int]) -> tuple[np.ndarray, ...]:
     split, n, start, size = args
     src = PhantomSource(phantom_seeds(split, n, start), size)
@@ -111,7 +116,7 @@ def _render_chunk(args: tuple[str, int, int, int]) -> tuple[np.ndarray, ...]:
     m = np.zeros((n, 14, target, target), np.uint8)
     for i in range(n):
         s = src[i]
-        x[i] = np.clip(np.asarray(s.image) * 255 + 0.5, 0, 255).astype(np.uint8)
+        x[i] = as_uint8(s.image)
         t[i] = np.asarray(s.labels) == 1
         fm = finding_masks(generate_phantom(src.seeds[i], drawn))
         m[i] = fm.reshape(14, target, k, target, k).max(axis=(2, 4))

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from model_export.export.hires_fit import HiresOptions, augment, predict
+from model_export.export.hires_fit import HiresOptions, as_uint8, augment, make_cnn, predict
 from model_export.metrics.classification import auroc_per_label
 from model_export.ssacl.entity_head import lse_pool
 from model_export.ssacl.hires_head import StripEntityCNN
@@ -88,7 +88,8 @@ def train_strip(
     x, t, m = data
     ids = [labels.index(name) for name in o.labels]
     torch.manual_seed(o.seed)
-    cnn = StripEntityCNN(len(labels), tuple(ids), o.rows, sharpness=5.0)
+    cnn = make_cnn(o, labels)
+    assert isinstance(cnn, StripEntityCNN), "train_strip trains the strip head (head 'strip')"
     rows = cnn.grid_rows(x.shape[-1])
     opt = torch.optim.AdamW(cnn.parameters(), o.lr, weight_decay=o.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, o.lr, total_steps=o.steps, pct_start=0.05)
@@ -138,5 +139,5 @@ def real_negatives(folder: Path, side: int) -> np.ndarray:
     src = FolderSource(studies, side)
     out = np.zeros((len(src), side, side), np.uint8)
     for i in range(len(src)):
-        out[i] = np.clip(np.asarray(src[i].image) * 255 + 0.5, 0, 255).astype(np.uint8)
+        out[i] = as_uint8(src[i].image)
     return out

@@ -217,8 +217,12 @@ class OrtEngine:
                 to_model_input(image_view(im, v), side, m.mean, m.std)
                 for v in m.entity_views[1:] for im in images
             ])  # fmt: skip
-        for name, rs in resized.items() if self.map_rules.map_input == "equalized" else ():
-            feeds[name + MAPS_SUFFIX] = batch_inputs([(equalize(r) - mean) / std for r in rs])
+        if self.map_rules.map_input == "equalized":  # the maps come from ``image`` alone: the
+            # other inputs of that row only feed pathology logits, which it does not give
+            feeds |= {name + MAPS_SUFFIX: feeds[name] for name in sizes}
+            feeds["image" + MAPS_SUFFIX] = batch_inputs(
+                [(equalize(r) - mean) / std for r in resized["image"]]
+            )
         return feeds
 
     def encode(self, x: np.ndarray | Mapping[str, np.ndarray]) -> EncoderOutput:

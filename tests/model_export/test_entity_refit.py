@@ -17,6 +17,7 @@ from model_export.export import entity_refit as R  # noqa: E402
 from model_export.export import graph_splice  # noqa: E402
 from model_export.ssacl.entity_head import ConvEntityHead, lse_pool  # noqa: E402
 from service.inference.engine import OrtEngine  # noqa: E402
+from service.inference.manifest import write_manifest  # noqa: E402
 
 
 def test_the_conv_head_reads_the_patches_and_ignores_a_leading_cls() -> None:
@@ -54,6 +55,11 @@ def test_missing_taps_are_named(tiny_weights_dir: Path) -> None:
 def test_refit_replaces_only_the_entity_logits(tiny_weights_dir: Path, tmp_path: Path) -> None:
     weights = tmp_path / "weights"
     shutil.copytree(tiny_weights_dir, weights)
+    body = json.loads((weights / "manifest.json").read_text())
+    body.pop("files")  # as shipped: entity views and maps from the equalised image, whose
+    body["input"]["entity_views"] = ["identity", "flip"]  # extra feeds the refit drops
+    body["grounding"]["map_input"] = "equalized"
+    write_manifest(weights, body)
     old = OrtEngine.from_weights(weights, provider="cpu", threads=1)
     args = ["--train-phantoms", "96", "--val-phantoms", "48", "--blocks", "0", "--epochs", "2"]
     assert R.main([str(weights), *args, "--batch-size", "32", "--threads", "1"]) == 0
