@@ -37,6 +37,7 @@ from service.inference.manifest import MANIFEST_NAME, sha256_file
 GRAPH_KEYS = {  # --graphs name -> manifest graph keys
     "encoder": ("encoder",),
     "decoder": ("decoder_prefill", "decoder_step"),
+    "decoder_step": ("decoder_step",),
     "text_encoder": ("text_encoder",),
 }
 
@@ -55,6 +56,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--op-types", default="MatMul,Gemm,Gather", help="operators whose weights become int8"
     )
     p.add_argument("--exclude", default="", help="node names kept fp32, comma-separated")
+    p.add_argument(
+        "--method",
+        choices=("dynamic", "weight-only"),
+        default="dynamic",
+        help="dynamic int8 (weights and activations) or weight-only 8-bit blocks (MatMulNBits)",
+    )
+    p.add_argument("--block-size", type=int, default=32, help="weight-only: rows per scale")
+    p.add_argument(
+        "--accuracy-level",
+        type=int,
+        default=4,
+        help="weight-only: MatMulNBits accuracy_level (0 fp32 compute, 4 int8 compute)",
+    )
     p.add_argument("--out", type=Path, default=None, help="JSON with the measurement")
     return p.parse_args(argv)
 
@@ -75,6 +89,24 @@ def quantise(
         k: GraphIO(g["file"], tuple(g["inputs"]), tuple(g["outputs"])) for k, g in raw.items()
     }
     return quantize_int8(folder, graphs, tuple(keys), per_channel, tuple(op_types), tuple(exclude))
+
+
+def quantise_weight_only(
+    folder: Path, keys: Sequence[str], block_size: int, accuracy_level: int, exclude: Sequence[str]
+) -> dict[str, str]:
+    """Weight-only 8-bit blocks (``export.weight_int8``) of the graphs ``keys`` of ``folder``,
+    written beside them: graph key -> ``*.w8.onnx`` file."""
+    from model_export.export.weight_int8 import quantize_file
+
+    raw = json.loads((folder / MANIFEST_NAME).read_text(encoding="utf-8"))["graphs"]
+    files = {}
+    for key in keys:
+        name = str(raw[key]["file"]).replace(".onnx", ".w8.onnx")
+        quantize_file(
+            folder / raw[key]["file"], folder / name, block_size, accuracy_level, tuple(exclude)
+        )
+        files[key] = name
+    return files
 
 
 def image_set(n: int, size: int, real: Sequence[str]) -> list[np.ndarray]:
@@ -155,15 +187,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     shutil.copytree(o.weights, work)
     ops = tuple(t.strip() for t in o.op_types.split(",") if t.strip())
     exclude = tuple(n.strip() for n in o.exclude.split(",") if n.strip())
-    files = quantise(work, keys, o.per_channel, ops, exclude)
+    if o.method == "weight-only":
+        files = quantise_weight_only(work, keys, o.block_size, o.accuracy_level, exclude)
+    else:
+        files = quantise(work, keys, o.per_channel, ops, exclude)
     update_manifest(work, list(files.values()), (o.name, {"graphs": files}))
     ref, var = OrtEngine.from_weights(o.weights), OrtEngine.from_weights(work, variant=o.name)
     images = image_set(o.images, ref.manifest.image_size * 2, o.real)
     result = measure(ref, var, images, o.max_new_tokens)
     record: dict[str, Any] = {
-        "graphs": names, "per_channel": o.per_channel, "op_types": list(ops),
-        "exclude": list(exclude), "images": len(images), "bar": o.bar, **result,
+        "graphs": names, "method": o.method, "exclude": list(exclude), "images": len(images),
+        "bar": o.bar, **result,
     }  # fmt: skip
+    record |= (
+        {"block_size": o.block_size, "accuracy_level": o.accuracy_level}
+        if o.method == "weight-only"
+        else {"per_channel": o.per_channel, "op_types": list(ops)}
+    )
     ok = meets(result, o.bar)
     print(json.dumps(record, indent=1), "\nshipped" if ok else "\nnot shipped: below the bar")
     if ok:

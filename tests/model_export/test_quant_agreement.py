@@ -83,3 +83,23 @@ def test_per_channel_scales_and_fp32_embedding(tmp_path: Path) -> None:
     assert per_tensor == 1 and per_column > 1
     assert int8_gathers >= 1 and kept == 0
     assert not head_a and head_b  # quantised, the head becomes MatMulInteger
+
+
+def test_weight_only_variant(tiny_weights_dir: Path, tmp_path: Path) -> None:
+    """--method weight-only writes ``*.w8.onnx`` graphs of MatMulNBits nodes, records its
+    settings, and the engine runs the variant (hashes verified)."""
+    import onnx
+
+    weights = tmp_path / "weights"
+    shutil.copytree(tiny_weights_dir, weights)
+    out = tmp_path / "agreement.json"
+    args = ["--weights", str(weights), "--graphs", "decoder_step", "--images", "1", "--bar", "0"]
+    args += ["--method", "weight-only", "--block-size", "16", "--name", "w8", "--out", str(out)]
+    assert qa.main([*args, "--max-new-tokens", "4"]) == 0
+    record = json.loads(out.read_text())
+    assert record["method"] == "weight-only" and record["block_size"] == 16
+    variant = json.loads((weights / "manifest.json").read_text())["variants"]["w8"]
+    assert variant["graphs"] == {"decoder_step": "decoder_step.w8.onnx"}
+    ops = {n.op_type for n in onnx.load(str(weights / "decoder_step.w8.onnx")).graph.node}
+    assert "MatMulNBits" in ops and "MatMul" in ops  # attention products stay MatMul
+    assert OrtEngine.from_weights(weights, variant="w8").variant == "w8"
