@@ -4,8 +4,10 @@
 
 Both pipelines share preprocessing (``to_model_input``), the entity decision (calibrated
 probabilities, per-label thresholds) and the numpy sentence grounding under the engine's map
-rules (parent-map mixture included; the engine also drops incoherent sentences and places maps
-in the frame, both cheap). They differ in the model stages: PyTorch runs ``encode_image`` and
+rules (parent-map mixture included), then the engine's report post-processing (repeated or
+contradicting sentences dropped, sections split; since 2026-12-06 the eager path runs it too:
+it cost 3.4 ms per report, not negligible); only the engine places maps in the frame (cheap).
+They differ in the model stages: PyTorch runs ``encode_image`` and
 the reference ``generate_ids`` (KV cache, eager, ``torch.no_grad``), ORT runs the exported
 graphs with the numpy search. Stages: preprocess, encoder, decoding, heatmaps (sentence
 grounding with heatmaps at the original image size). Single requests (batch 1, one image
@@ -38,8 +40,9 @@ from model_export.checkpoint import load_model  # noqa: E402
 from model_export.ssacl import entities as ent  # noqa: E402
 from model_export.ssacl.generation import GenerationConfig, generate_ids  # noqa: E402
 from model_export.ssacl.model import SSACLModel  # noqa: E402
+from service.inference.coherence import coherent_sentences, kept_text  # noqa: E402
 from service.inference.engine import OrtEngine  # noqa: E402
-from service.inference.grounding import sentence_groundings  # noqa: E402
+from service.inference.grounding import sentence_groundings, split_sections  # noqa: E402
 from service.inference.heatmaps import with_leaf_maps  # noqa: E402
 from service.inference.session import physical_cores  # noqa: E402
 from service.inference.types import GenerateOptions  # noqa: E402
@@ -95,10 +98,14 @@ class TorchPipeline:
         for i, toks in enumerate(ids):
             labels = dict(zip(self.engine.manifest.labels, map(float, probs[i]), strict=True))
             hw = images[i].shape[:2]
-            sentence_groundings(
-                self.tok.decode(toks), toks, [1.0] * len(toks), self.tok.decode, maps[i],
+            text = self.tok.decode(toks)
+            grounded = sentence_groundings(
+                text, toks, [1.0] * len(toks), self.tok.decode, maps[i],
                 labels, ent.candidate_roots(found[i]), hw, hw, rules,
             )  # fmt: skip
+            # the engine's report post-processing too (OrtEngine._report times it as heatmaps)
+            keep, _ = coherent_sentences([g.text for g in grounded], found[i])
+            split_sections(kept_text(text, [g.text for g in grounded], keep))
         t4 = time.perf_counter()
         return {"preprocess": t1 - t0, "encoder": t2 - t1, "decoding": t3 - t2, "heatmaps": t4 - t3}
 

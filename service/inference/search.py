@@ -85,7 +85,7 @@ def apply_repetition_penalty(
     out = scores.copy()
     for i, toks in enumerate(history):
         if toks:
-            idx = np.unique(np.asarray(toks, dtype=np.int64))
+            idx = np.fromiter(set(toks), dtype=np.int64)  # distinct ids, any order
             v = out[i, idx]
             out[i, idx] = np.where(v > 0, v / penalty, v * penalty)
     return out

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from functools import lru_cache
 
 from model_export.ssacl import anatomy
 from model_export.ssacl.text.labeler import NO_FINDING, LabelState, label_sentence
@@ -132,8 +133,10 @@ def _unsided_zone_nodes(
     return out
 
 
+@lru_cache(maxsize=4096)
 def named_anatomy(sentence: str) -> tuple[int, ...]:
-    """Node ids the sentence names explicitly (deepest only, in text order)."""
+    """Node ids the sentence names explicitly (deepest only, in text order); cached by text
+    (the grounding and the coherence check both parse every generated sentence)."""
     text = _normalise(sentence)
     mentions = find_mentions(text)
     ids = [i for m in mentions for i in m.node_ids]

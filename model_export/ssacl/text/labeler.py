@@ -270,7 +270,14 @@ def label_sentence(sentence: str) -> Labels:
 
     "No Finding" is positive for an explicit normal statement ("no acute cardiopulmonary
     abnormality") that asserts no finding other than Support Devices, blank otherwise.
+    Reports repeat their sentences, so results are cached by text (a fresh dict each call).
     """
+    return dict(_label_sentence(sentence))
+
+
+@lru_cache(maxsize=4096)
+def _label_sentence(sentence: str) -> Labels:
+    """:func:`label_sentence`, uncached (callers must not mutate the returned dict)."""
     text = _normalise(sentence)
     clauses = _clauses(text)
     cues = _find_cues(text)
