@@ -1,9 +1,11 @@
-"""Decoder step layouts: per-row cache (weights before 2026-12-02) vs shared context, in-process.
+"""Decoder step layouts, in-process: an older step graph vs the same model's newer one.
 
 ``python benchmarks/bench_step_layout.py --old OLD_WEIGHTS --new NEW_WEIGHTS``
 
-``OLD_WEIGHTS`` holds a per-row ``decoder_step.onnx``, ``NEW_WEIGHTS`` the same model after
-``python -m model_export.export.step_migration`` (shared context; every other file equal).
+``OLD_WEIGHTS`` holds an earlier ``decoder_step.onnx`` layout, ``NEW_WEIGHTS`` the same model
+migrated, every other file equal: per row -> shared context (``python -m
+model_export.export.step_migration``), or stacked context -> one context input per layer slot
+(``python -m model_export.export.step_inputs``).
 ``--bound`` adds the shared-context cache kept in ORT buffers (IO binding: the CUDA default,
 run here on host buffers); ``--old`` may then be left out.
 For each batch size and beam width: seconds per ``OrtEngine.generate`` call on test phantoms
@@ -73,8 +75,8 @@ def run(
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--old", type=Path, help="weights with a per-row step graph")
-    p.add_argument("--new", type=Path, required=True, help="the same weights, shared context")
+    p.add_argument("--old", type=Path, help="weights with an older step-graph layout")
+    p.add_argument("--new", type=Path, required=True, help="the same weights, migrated")
     p.add_argument("--bound", action="store_true", help="also the cache in ORT buffers")
     p.add_argument("--batches", type=int, nargs="+", default=[1, 4, 8, 16])
     p.add_argument("--beams", type=int, nargs="+", default=[1, 3])

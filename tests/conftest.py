@@ -68,3 +68,28 @@ def tiny_legacy_weights_dir(
     body.pop("files")
     write_manifest(out, body)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_stacked_weights_dir(
+    tiny_weights_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """A copy of the tiny weights with the step graph re-exported with the stacked
+    ``context`` input of weights made from 2026-12-02 until ``export.step_inputs``."""
+    import json
+    import shutil
+
+    from model_export.checkpoint import load_model
+    from model_export.export import graphs as G
+    from service.inference.manifest import write_manifest
+
+    out = tmp_path_factory.mktemp("stacked") / "weights"
+    shutil.copytree(tiny_weights_dir, out)
+    body = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    model = load_model(tiny_weights_dir.parent / "tiny.pt").model
+    spec = G.step_spec(model, model.cfg.decoder, model.cfg.prefix_len)
+    io = G.export_spec(spec, out / "decoder_step.onnx", int(body["opset"]))
+    body["graphs"]["decoder_step"] = io.as_dict()
+    body.pop("files")
+    write_manifest(out, body)
+    return out

@@ -153,8 +153,14 @@ def _specs(model: SSACLModel) -> dict[str, _Spec]:
 
 
 def export_all(model: SSACLModel, out: Path, opset: int) -> dict[str, GraphIO]:
-    """Write encoder, decoder prefill/step and text-encoder graphs to ``out``."""
-    return {key: export_spec(sp, out / FILES[key], opset) for key, sp in _specs(model).items()}
+    """Write encoder, decoder prefill/step and text-encoder graphs to ``out``; the step
+    graph takes its context as one input per layer slot (``export.step_inputs``)."""
+    from model_export.export.step_inputs import unstack_file
+
+    io = {key: export_spec(sp, out / FILES[key], opset) for key, sp in _specs(model).items()}
+    step = io["decoder_step"]
+    io["decoder_step"] = GraphIO(step.file, unstack_file(out / step.file), step.outputs)
+    return io
 
 
 def export_legacy_step(model: SSACLModel, path: Path, opset: int) -> GraphIO:

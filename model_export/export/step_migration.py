@@ -114,7 +114,8 @@ def _old_graph_diff(dec: ReportDecoder, old: Path, prefix_len: int) -> float:
     return float(np.abs(got.numpy() - want).max())
 
 
-def _check_images(n: int, size: int, real: Sequence[Path]) -> list[np.ndarray]:
+def check_images(n: int, size: int, real: Sequence[Path]) -> list[np.ndarray]:
+    """``n`` test phantoms (seeds 10^9 on) at ``size`` px, then the ``real`` files decoded."""
     from model_export.data.phantom import generate_phantom
     from service.imaging.decode import decode_image
     from service.imaging.types import DecodeLimits
@@ -123,7 +124,7 @@ def _check_images(n: int, size: int, real: Sequence[Path]) -> list[np.ndarray]:
     return images + [decode_image(p.read_bytes(), None, DecodeLimits()).pixels for p in real]
 
 
-def _same_reports(old: Path, new: Path, images: list[np.ndarray]) -> dict[str, Any]:
+def same_reports(old: Path, new: Path, images: list[np.ndarray]) -> dict[str, Any]:
     """Reports of the two folders' engines, greedy and beam 3: how many are identical."""
     a = OrtEngine.from_weights(old, provider="cpu")
     b = OrtEngine.from_weights(new, provider="cpu")
@@ -142,7 +143,7 @@ def migrate(weights: Path, images: int, real: Sequence[Path]) -> dict[str, Any]:
     returns the check recorded in the manifest. Raises ValueError when refused."""
     body = json.loads((weights / "manifest.json").read_text(encoding="utf-8"))
     step = body["graphs"]["decoder_step"]
-    if "context" in step["inputs"]:
+    if any(str(i).startswith("context") for i in step["inputs"]):  # stacked or per slot
         raise ValueError("decoder_step already has the shared-context layout")
     if (weights / "manifest.sig").exists():
         raise ValueError("signed weights: migrate an unsigned copy, then sign it again")
@@ -163,7 +164,7 @@ def migrate(weights: Path, images: int, real: Sequence[Path]) -> dict[str, Any]:
         body.pop("files", None)
         write_manifest(new, body)
         size = int(body["input"]["size"])
-        check = _same_reports(weights, new, _check_images(images, size, real))
+        check = same_reports(weights, new, check_images(images, size, real))
         check |= {"from": "per-row", "logit_max_abs_diff": diff,
                   "date": dt.date.today().isoformat()}  # fmt: skip
         total = check["images"]

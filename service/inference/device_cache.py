@@ -5,7 +5,9 @@ device to the host and back. Here the prefill's ``present`` becomes the context 
 leaving the device, each step's ``present`` (the rows' generated keys) is bound straight back
 as the next step's ``past``, and a beam reorder gathers rows with a one-node ``Gather`` graph
 on the same device (``session.gather_model``). Per step, only token ids, positions and the
-context's key mask (a few KB) go in, and the logits (N, V) come out. On the CPU provider the
+context's key mask (a few KB) go in, and the logits (N, V) come out. A step graph with one
+context input per layer slot (``context.0`` ...) gets each slot as its own device buffer, cut
+from the context once per prefill and once per context reorder. On the CPU provider the
 same code runs on host buffers, which is how it is tested without a GPU (same tokens as the
 numpy path).
 
@@ -14,6 +16,7 @@ The row bookkeeping (:func:`context_plan`) is shared with the numpy path.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -23,6 +26,16 @@ import onnxruntime as ort
 from service.inference.session import CUDA, create_session_from, gather_model
 
 ONNX_ELEM = {"tensor(float)": 1, "tensor(float16)": 10}
+
+
+def context_slots(step: ort.InferenceSession) -> int | None:
+    """How a step graph takes the shared context: 0 stacked (``context``), S > 0 as one input
+    per layer slot (``context.0`` .. ``context.{S-1}``), None not at all (per-row layout)."""
+    names = {i.name for i in step.get_inputs()}
+    if "context" in names:
+        return 0
+    slots = sum(n.startswith("context.") for n in names)
+    return slots or None
 
 
 def is_identity(rows: np.ndarray, n: int) -> bool:
@@ -60,6 +73,7 @@ class BoundCache:
     item: np.ndarray  # (N,) int64: context item of each row
     kv: ort.OrtValue  # (2 * depth, N, heads, G, head_dim): generated positions only
     next_pos: np.ndarray  # (N,) int64
+    slots: tuple[ort.OrtValue, ...] = ()  # per-slot graphs: context[j], (B, heads, L, head_dim)
 
 
 class DeviceCache:
@@ -71,10 +85,16 @@ class DeviceCache:
         self.device = device
         options = step.get_provider_options().get(CUDA, {}) if device == "cuda" else {}
         self.device_id = int(options.get("device_id", 0))
-        elem = ONNX_ELEM[next(i.type for i in step.get_inputs() if i.name == "context")]
+        self.slots = context_slots(step) or 0
+        first = "context.0" if self.slots else "context"
+        elem = ONNX_ELEM[next(i.type for i in step.get_inputs() if i.name == first)]
         self.dtype = np.float16 if elem == 10 else np.float32
-        self.gather = create_session_from(
-            gather_model(elem), step.get_providers(), 1, "KV reorder graph"
+        providers = step.get_providers()
+        self.gather = create_session_from(gather_model(elem), providers, 1, "KV reorder graph")
+        self.take_slot = (
+            create_session_from(gather_model(elem, axis=0), providers, 1, "context slot graph")
+            if self.slots
+            else None
         )
 
     def _bind_out(self, binding: ort.IOBinding, name: str) -> None:
@@ -88,6 +108,20 @@ class DeviceCache:
         self._bind_out(b, "out")
         self.gather.run_with_iobinding(b)
         return b.get_outputs()[0]
+
+    def _slots(self, context: ort.OrtValue) -> tuple[ort.OrtValue, ...]:
+        """``context[j]`` for each slot j of axis 0, on the device (per-slot graphs; else ())."""
+        if self.take_slot is None:
+            return ()
+        out = []
+        for j in range(context.shape()[0]):
+            b = self.take_slot.io_binding()
+            b.bind_ortvalue_input("data", context)
+            b.bind_cpu_input("indices", np.asarray(j, dtype=np.int64))
+            self._bind_out(b, "out")
+            self.take_slot.run_with_iobinding(b)
+            out.append(b.get_outputs()[0])
+        return tuple(out)
 
     def prefill(
         self,
@@ -109,7 +143,8 @@ class DeviceCache:
         empty = np.zeros((layers, n, heads, 0, head_dim), self.dtype)
         kv = ort.OrtValue.ortvalue_from_numpy(empty, self.device, self.device_id)
         items = np.arange(n, dtype=np.int64)
-        return logits.numpy(), BoundCache(context, attention_mask, items, kv, next_pos)
+        cache = BoundCache(context, attention_mask, items, kv, next_pos, self._slots(context))
+        return logits.numpy(), cache
 
     def stepper(
         self, sess: ort.InferenceSession
@@ -120,14 +155,18 @@ class DeviceCache:
             b = sess.io_binding()
             b.bind_cpu_input("input_ids", np.ascontiguousarray(tokens[:, None], np.int64))
             b.bind_cpu_input("position_ids", np.ascontiguousarray(c.next_pos[:, None]))
-            b.bind_ortvalue_input("context", c.context)
+            if c.slots:
+                for j, part in enumerate(c.slots):
+                    b.bind_ortvalue_input(f"context.{j}", part)
+            else:
+                b.bind_ortvalue_input("context", c.context)
             b.bind_cpu_input("context_mask", np.ascontiguousarray(c.context_mask))
             b.bind_ortvalue_input("past", c.kv)
             b.bind_output("logits", "cpu")
             self._bind_out(b, "present")
             sess.run_with_iobinding(b)
             logits, kv = b.get_outputs()
-            return logits.numpy(), BoundCache(c.context, c.context_mask, c.item, kv, c.next_pos + 1)
+            return logits.numpy(), dataclasses.replace(c, kv=kv, next_pos=c.next_pos + 1)
 
         return step
 
@@ -136,6 +175,7 @@ class DeviceCache:
         kv = c.kv if is_identity(rows, c.kv.shape()[1]) else self._take(c.kv, rows)
         gather, item = context_plan(c.item[rows], c.context.shape()[1])
         if gather is None:
-            return BoundCache(c.context, c.context_mask, item, kv, c.next_pos[rows])
+            return dataclasses.replace(c, item=item, kv=kv, next_pos=c.next_pos[rows])
         context = self._take(c.context, gather)
-        return BoundCache(context, c.context_mask[gather], item, kv, c.next_pos[rows])
+        mask, pos = c.context_mask[gather], c.next_pos[rows]
+        return BoundCache(context, mask, item, kv, pos, self._slots(context))

@@ -14,7 +14,10 @@ Two step-graph layouts, told apart by the graph's inputs:
 - **per row** (older weights; ``attention_mask``, ``past``): every row carries its whole
   cache, context included (``_RowCache``), grown and copied at every step.
 
-Both give the same logits (tested); the first moves far less memory per step.
+Both give the same logits (tested); the first moves far less memory per step. Since
+2026-12-06 the shared context may also come as one input per layer slot (``context.0`` ...,
+``model_export.export.step_inputs``): the graph then no longer copies the context at every
+step, and the engine feeds views of its stacked cache.
 """
 
 from __future__ import annotations
@@ -30,7 +33,12 @@ from tokenizers import Tokenizer
 
 from model_export.ssacl import anatomy
 from model_export.ssacl import entities as ent
-from service.inference.device_cache import DeviceCache, context_plan, is_identity
+from service.inference.device_cache import (
+    DeviceCache,
+    context_plan,
+    context_slots,
+    is_identity,
+)
 from service.inference.search import (
     Decoded,
     SearchParams,
@@ -146,7 +154,7 @@ class OrtDecoder:
     @property
     def shared_context(self) -> bool:
         """Whether ``decoder_step.onnx`` takes the shared-context cache (module docstring)."""
-        return "context" in {i.name for i in self.sessions["decoder_step"].get_inputs()}
+        return context_slots(self.sessions["decoder_step"]) is not None
 
     @staticmethod
     def _row_stepper(
@@ -171,16 +179,21 @@ class OrtDecoder:
     def _shared_stepper(
         sess: ort.InferenceSession,
     ) -> Callable[[np.ndarray, _SharedCache], tuple[np.ndarray, _SharedCache]]:
-        """One shared-context ``decoder_step.onnx`` call per token (the search's ``step``)."""
+        """One shared-context ``decoder_step.onnx`` call per token (the search's ``step``).
+        A graph with per-slot inputs gets views of the stacked context (no copy)."""
+        slots = context_slots(sess)
 
         def step(tokens: np.ndarray, c: _SharedCache) -> tuple[np.ndarray, _SharedCache]:
             feeds = {
                 "input_ids": tokens[:, None],
                 "position_ids": c.next_pos[:, None],
-                "context": c.context,
                 "context_mask": c.context_mask,
                 "past": c.kv,
             }
+            if slots:
+                feeds |= {f"context.{j}": c.context[j] for j in range(slots)}
+            else:
+                feeds["context"] = c.context
             logits, kv = run(sess, ("logits", "present"), feeds)
             return logits, dataclasses.replace(c, kv=kv, next_pos=c.next_pos + 1)
 

@@ -129,17 +129,18 @@ def _probe_model() -> bytes:
     return _field(1, 8) + _field(7, graph) + _field(8, _field(2, 13))
 
 
-def gather_model(elem_type: int = 1) -> bytes:
-    """A serialised ONNX model of one ``Gather`` node on axis 1: ``data`` (any rank, ONNX
-    ``elem_type``: 1 float, 10 float16) and ``indices`` (n,) int64 -> ``out``; reorders a KV
-    cache's rows inside ONNX Runtime (``inference.device_cache``)."""
+def gather_model(elem_type: int = 1, axis: int = 1) -> bytes:
+    """A serialised ONNX model of one ``Gather`` node on ``axis`` (>= 0): ``data`` (any rank,
+    ONNX ``elem_type``: 1 float, 10 float16) and ``indices`` int64 -> ``out``; reorders a KV
+    cache's rows (axis 1, indices (n,)) or takes one layer of it (axis 0, a 0-d index) inside
+    ONNX Runtime (``inference.device_cache``)."""
 
     def value(name: bytes, elem: int) -> bytes:
         return _field(1, name) + _field(2, _field(1, _field(1, elem)))  # no shape: any rank
 
-    axis = _field(1, b"axis") + _field(3, 1) + _field(20, 2)  # AttributeProto INT axis = 1
+    attr = _field(1, b"axis") + _field(3, axis) + _field(20, 2)  # AttributeProto INT axis
     node = _field(1, b"data") + _field(1, b"indices") + _field(2, b"out")
-    node += _field(4, b"Gather") + _field(5, axis)
+    node += _field(4, b"Gather") + _field(5, attr)
     inputs = _field(11, value(b"data", elem_type)) + _field(11, value(b"indices", 7))
     graph = _field(1, node) + _field(2, b"gather") + inputs + _field(12, value(b"out", elem_type))
     return _field(1, 8) + _field(7, graph) + _field(8, _field(2, 13))

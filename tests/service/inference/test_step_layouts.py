@@ -10,7 +10,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from service.inference.device_cache import BoundCache
+from service.inference.device_cache import BoundCache, context_slots
 from service.inference.engine import OrtEngine
 from service.inference.ort_decoder import _reorder_shared, _SharedCache
 from service.inference.types import GenerateOptions
@@ -75,6 +75,22 @@ def test_both_layouts_write_the_same_reports(
 
 
 @pytest.mark.parametrize("beam", [1, 3])
+def test_stacked_and_per_slot_context_write_the_same_reports(
+    tiny_weights_dir: Path, tiny_stacked_weights_dir: Path, beam: int
+) -> None:
+    """Exports since 2026-12-06 take the context per layer slot (``context.0`` ...), the
+    2026-12-02 ones stacked: same reports, on numpy buffers and on bound ones."""
+    slots = OrtEngine.from_weights(tiny_weights_dir, provider="cpu", threads=1)
+    stacked = OrtEngine.from_weights(tiny_stacked_weights_dir, provider="cpu", threads=1)
+    depth = int(slots.manifest.raw["config"]["decoder"]["depth"])
+    assert context_slots(slots.sessions["decoder_step"]) == 2 * depth
+    assert context_slots(stacked.sessions["decoder_step"]) == 0
+    _assert_same_reports(slots, stacked, beam, images=3, seed=7)
+    bound = OrtEngine.from_weights(tiny_weights_dir, provider="cpu", threads=1, io_binding=True)
+    _assert_same_reports(bound, stacked, beam, images=3, seed=7)
+
+
+@pytest.mark.parametrize("beam", [1, 3])
 def test_the_cache_in_ort_buffers_writes_the_same_reports(
     tiny_weights_dir: Path, beam: int
 ) -> None:
@@ -98,4 +114,6 @@ def test_the_bound_reorder_matches_the_numpy_one(tiny_weights_dir: Path) -> None
         np.testing.assert_array_equal(got.context.numpy(), want.context)
         np.testing.assert_array_equal(got.kv.numpy(), want.kv)
         np.testing.assert_array_equal(got.context_mask, want.context_mask)
+        if got.context is not bound.context:  # re-indexed: the per-slot buffers follow
+            assert [v.numpy().tolist() for v in got.slots] == want.context.tolist()
         assert got.item.tolist() == want.item.tolist()
