@@ -30,6 +30,7 @@ if str(REPO) not in sys.path[:1]:
     sys.path.insert(0, str(REPO))
 
 from model_export.data.phantom import generate_phantom  # noqa: E402
+from service.inference.device_cache import context_slots  # noqa: E402
 from service.inference.engine import OrtEngine  # noqa: E402
 from service.inference.types import GenerateOptions  # noqa: E402
 
@@ -41,15 +42,23 @@ def _timed(engine: OrtEngine, images: list[np.ndarray], opts: GenerateOptions) -
     return time.perf_counter() - t0, reports
 
 
+def layout(engine: OrtEngine) -> str:
+    """``per-row``, ``stacked`` (shared context, one input) or ``per-slot`` (one per slot)."""
+    slots = context_slots(engine.sessions["decoder_step"])
+    return "per-row" if slots is None else ("per-slot" if slots else "stacked")
+
+
 def run(
     old: Path | None, new: Path, batches: list[int], beams: list[int], repeats: int, bound: bool
 ) -> list[dict[str, Any]]:
-    engines = {"shared": OrtEngine.from_weights(new)}
+    newest = OrtEngine.from_weights(new)
+    engines = {layout(newest): newest}
     if old is not None:
-        engines["per-row"] = OrtEngine.from_weights(old)
-        if engines["per-row"].decoder.shared_context:
-            raise SystemExit("--old must hold a per-row step graph")
-    if not engines["shared"].decoder.shared_context:
+        older = OrtEngine.from_weights(old)
+        if layout(older) in engines:
+            raise SystemExit(f"--old and --new both hold a {layout(older)} step graph")
+        engines = {layout(older): older} | engines
+    if layout(newest) == "per-row":
         raise SystemExit("--new must hold a shared-context step graph")
     if bound:  # the cache in ORT buffers (IO binding; the CUDA default), here on the host
         engines["bound"] = OrtEngine.from_weights(new, io_binding=True)
@@ -65,9 +74,9 @@ def run(
                     s, reports = _timed(engine, images[:b], opts)
                     times[name].append(s)
                     texts[name] = [r.text for r in reports]
-            same = all(t == texts["shared"] for t in texts.values())
+            same = all(t == texts[layout(newest)] for t in texts.values())
             med = {k: statistics.median(v) for k, v in times.items()}
-            row = {"beam": beam, "batch": b, "rows": b * beam, **med}
+            row = {"beam": beam, "batch": b, "rows": b * beam, "new": layout(newest), **med}
             rows.append(row | {"same_reports": same})
             print(rows[-1], flush=True)
     return rows
@@ -83,13 +92,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     o = p.parse_args(argv)
     rows = run(o.old, o.new, o.batches, o.beams, o.repeats, o.bound)
-    names = [k for k in ("per-row", "shared", "bound") if k in rows[0]]
-    others = [k for k in names if k != "shared"]
+    ref = rows[0]["new"]
+    names = [k for k in ("per-row", "stacked", "per-slot", "bound") if k in rows[0]]
+    others = [k for k in names if k != ref]
     print("| beam | batch | rows | " + " | ".join(f"{k} s" for k in names) + " | "
-          + " | ".join(f"{k} / shared (time)" for k in others) + " | same reports |")  # fmt: skip
+          + " | ".join(f"{k} / {ref} (time)" for k in others) + " | same reports |")  # fmt: skip
     print("|---:|---:|---:|" + "---:|" * (len(names) + len(others)) + "---|")
     for r in rows:
-        cells = [f"{r[k]:.3f}" for k in names] + [f"{r[k] / r['shared']:.2f}x" for k in others]
+        cells = [f"{r[k]:.3f}" for k in names] + [f"{r[k] / r[ref]:.2f}x" for k in others]
         same = "yes" if r["same_reports"] else "NO"
         print(f"| {r['beam']} | {r['batch']} | {r['rows']} | " + " | ".join(cells) + f" | {same} |")
     return 0 if all(r["same_reports"] for r in rows) else 1
