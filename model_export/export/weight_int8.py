@@ -7,8 +7,11 @@ weight is cut into blocks of ``block_size`` rows, every block gets one fp32 scal
 magnitude / 127) and its values become ``round(w / scale) + 128`` in uint8. The node becomes
 ONNX Runtime's ``com.microsoft.MatMulNBits`` (``bits = 8``, no zero points: 128 is the
 default), which at ``accuracy_level = 0`` multiplies in fp32 with the weights dequantised on
-the fly. A weight then costs 1 + 4 / block_size bytes instead of 4: what a decoder step reads
-from memory, which bounds greedy decoding of a large model on CPU.
+the fly, and at level 4 also rounds each block of the activations to int8 for integer dot
+products. A weight then costs 1 + 4 / block_size bytes instead of 4: what a decoder step reads
+from memory, which bounds greedy decoding of a large model on CPU. Measured on this project's
+CPU build (``docs/PERFORMANCE.md``, "Weight-only 8-bit weights"): level 0 keeps the reports
+but runs slower than fp32, level 4 is several times faster and changes some beam-3 reports.
 
 Only MatMuls whose second input is a 2-D fp32 initializer change; gathers (token embeddings),
 biases, normalisation and attention stay fp32.

@@ -85,15 +85,15 @@ class DeviceCache:
         self.device = device
         options = step.get_provider_options().get(CUDA, {}) if device == "cuda" else {}
         self.device_id = int(options.get("device_id", 0))
-        self.slots = context_slots(step) or 0
-        first = "context.0" if self.slots else "context"
+        per_slot = bool(context_slots(step))
+        first = "context.0" if per_slot else "context"
         elem = ONNX_ELEM[next(i.type for i in step.get_inputs() if i.name == first)]
         self.dtype = np.float16 if elem == 10 else np.float32
         providers = step.get_providers()
         self.gather = create_session_from(gather_model(elem), providers, 1, "KV reorder graph")
         self.take_slot = (
             create_session_from(gather_model(elem, axis=0), providers, 1, "context slot graph")
-            if self.slots
+            if per_slot
             else None
         )
 
