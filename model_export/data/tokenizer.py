@@ -9,7 +9,9 @@
 
 Decoding uses the WordPiece decoder with its cleanup: sub-words are merged and the space
 before ``. , ? !`` is dropped ("the lungs are clear."); other punctuation keeps spaces
-("plate - like"). The cleanup also rewrites " do not" as " don't" (a quirk of the library).
+("plate - like"; the engine and ``SSACLModel.generate`` close word-internal hyphens up with
+``ssacl.text.tidy_decoded``). The cleanup also rewrites " do not" as " don't" (a quirk of the
+library).
 """
 
 from __future__ import annotations

@@ -29,6 +29,7 @@ from model_export.ssacl.decoder import ReportDecoder
 from model_export.ssacl.entity_head import PatchEntityHead
 from model_export.ssacl.generation import GenerationConfig, generate_ids
 from model_export.ssacl.queries import restore_graph_queries
+from model_export.ssacl.text.sentences import tidy_decoded
 from model_export.ssacl.text_encoder import TextEncoder, leaf_prompt_tensors
 from model_export.ssacl.vit import (
     MAEDecoder,
@@ -324,7 +325,7 @@ class SSACLModel(nn.Module):
         prompts = [prompt_ids(tokenizer, ent.entity_prompt(e), self.cfg.decoder) for e in found]
         ids = generate_ids(self.decoder, prefix, pmask, prompts, gen)
         return [
-            GeneratedReport(p, e, ent.candidate_roots(e), t, tokenizer.decode(t))
+            GeneratedReport(p, e, ent.candidate_roots(e), t, tidy_decoded(tokenizer.decode(t)))
             for p, e, t in zip(probs, found, ids, strict=True)
         ]
 

@@ -23,6 +23,7 @@ import onnxruntime as ort
 from tokenizers import Tokenizer
 
 from model_export.ssacl import entities as ent
+from model_export.ssacl.text import tidy_decoded
 from service.imaging.borders import content_box, crop
 from service.imaging.preprocess import batch_inputs, equalize, image_view, to_model_input
 from service.inference.coherence import coherent_sentences, kept_text
@@ -314,6 +315,10 @@ class OrtEngine:
             for i in range(len(images))
         ]
 
+    def decode_text(self, tokens: list[int]) -> str:
+        """Report text of decoder token ids (WordPiece decoding, hyphens closed up)."""
+        return tidy_decoded(self.decoder_tokenizer.decode(tokens))
+
     def _report(
         self,
         hw: tuple[int, ...],
@@ -326,14 +331,14 @@ class OrtEngine:
         times: dict[str, float],
     ) -> Report:
         t0 = time.perf_counter()
-        text = self.decoder_tokenizer.decode(seq.tokens)
+        text = self.decode_text(seq.tokens)
         probs = dict(zip(self.manifest.labels, map(float, enc.entity_probs[i]), strict=True))
         cands = ent.candidate_roots(found)
         image_hw = (int(hw[0]), int(hw[1]))
         heat_hw = (options.heatmap_size or image_hw) if options.heatmaps else None
         frame = _Frame(image_hw, content, heat_hw)
         sentences = sentence_groundings(
-            text, seq.tokens, seq.token_probs, self.decoder_tokenizer.decode,
+            text, seq.tokens, seq.token_probs, self.decode_text,
             enc.node_attn[i], probs, cands, frame.content_hw, frame.content_heat_hw,
             self.map_rules,
         )  # fmt: skip

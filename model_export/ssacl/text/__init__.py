@@ -15,7 +15,7 @@ from model_export.ssacl.text.labeler import (
     label_sentence,
     positive_vector,
 )
-from model_export.ssacl.text.sentences import split_sentences
+from model_export.ssacl.text.sentences import split_sentences, tidy_decoded
 from model_export.ssacl.text.triplets import Triplet, extract_triplets, sentence_triplets
 
 __all__ = [
@@ -32,4 +32,5 @@ __all__ = [
     "sentence_sides",
     "sentence_triplets",
     "split_sentences",
+    "tidy_decoded",
 ]

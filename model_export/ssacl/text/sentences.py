@@ -84,6 +84,15 @@ def _clean(piece: str) -> str:
     return piece
 
 
+_SPACED_HYPHEN = re.compile(r"(?<=\w) - (?=\w)")
+
+
+def tidy_decoded(text: str) -> str:
+    """Decoded WordPiece text with word-internal hyphens closed up: the decoder's cleanup
+    attaches ``. , ? !`` but leaves "ill - defined"; this gives "ill-defined"."""
+    return _SPACED_HYPHEN.sub("-", text)
+
+
 def split_sentences(text: str) -> list[str]:
     """Split a report into sentences, keeping their final punctuation.
 

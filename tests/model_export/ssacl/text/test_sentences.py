@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from model_export.ssacl.text.sentences import split_sentences
+from model_export.ssacl.text.sentences import split_sentences, tidy_decoded
 
 
 @pytest.mark.parametrize(
@@ -76,3 +76,12 @@ def test_words_are_preserved() -> None:
     text = "Mild cardiomegaly, i.e. 1.2 ratio. No. 3 view: clear lungs. Vs. prior, stable."
     joined = " ".join(split_sentences(text))
     assert joined.split() == text.split()
+
+
+def test_tidy_decoded_closes_word_internal_hyphens() -> None:
+    assert tidy_decoded("ill - defined opacity.") == "ill-defined opacity."
+    assert (
+        tidy_decoded("a plate - like right - sided density") == "a plate-like right-sided density"
+    )
+    assert tidy_decoded("lungs clear - ") == "lungs clear - "  # no word after: left as it is
+    assert tidy_decoded("- 5 mm") == "- 5 mm"
