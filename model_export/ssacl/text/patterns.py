@@ -119,7 +119,7 @@ MENTIONS: dict[str, tuple[str, ...]] = {
         r"\b(?:port-?a-?cath|portacath|mediport|power ?port|infusion port|port)\b",
         r"(?:sternotomy|sternal|surgical|cerclage|guide|pacing|pacer) ?wires?",
         r"(?:surgical |vascular |cholecystectomy |metallic )?clips?\b",
-        r"\bhardware\b|\bscrews?\b|(?<!plate-like )\bplates?\b(?![- ]?like)",
+        r"\bhardware\b|\bscrews?\b|(?<!plate-like )\bplates?\b(?!\s*-?\s*like)",
         r"valve (?:replacement|prosthes\w*)|(?:prosthetic|mechanical|artificial|replaced|"
         r"bioprosthetic) (?:\w+ )?valve|\b(?:tavr|avr|mvr)\b",
         r"devices?\b|apparatus|cannula|\bcoils?\b|\bshunt\b|staples|ivc filter|drains?\b",

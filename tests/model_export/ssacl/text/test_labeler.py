@@ -96,6 +96,10 @@ def states(sentence: str) -> dict[str, LabelState]:
         ("Small pericardial effusion.", {}),
         ("Residuals of prior granulomatous infection.", {"Lung Lesion": P}),
         ("Comparison XXXX.", {}),
+        # "plate-like" is a shape, not a plate, however the detokeniser spaced it
+        ("There is plate - like atelectasis.", {"Atelectasis": P}),
+        ("There is plate like atelectasis.", {"Atelectasis": P}),
+        ("Orthopedic plate in the left humerus.", {"Support Devices": P}),
     ],
 )
 def test_sentence_states(sentence: str, expected: dict[str, LabelState]) -> None:
