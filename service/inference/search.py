@@ -66,11 +66,31 @@ def chosen_probs(logits: np.ndarray, tokens: np.ndarray) -> np.ndarray:
     return np.exp(log_softmax(logits)[np.arange(len(tokens)), tokens])  # type: ignore[no-any-return]
 
 
+ARGMAX_TOP = (
+    8  # up to this many candidates, repeated argmax beats a partition (6 of 6,000: 10 vs 57 us)
+)
+
+
 def top_candidates(scores: np.ndarray, n: int) -> np.ndarray:
     """Indices of the ``n`` largest of a 1-D array, best first, ties to the lower index: the
-    same as ``np.argsort(-scores, kind="stable")[:n]`` at O(V) instead of O(V log V)."""
+    same as ``np.argsort(-scores, kind="stable")[:n]`` at O(V) instead of O(V log V).
+
+    For a beam search's few candidates (2 x beam) it takes the argmax ``n`` times (argmax
+    returns the lowest index of a tie); once only -inf (or NaN) is left it uses the partition.
+    """
     if n >= scores.size:
         return np.argsort(-scores, kind="stable")
+    if n <= ARGMAX_TOP:
+        rest = scores.copy()
+        out = np.empty(n, np.int64)
+        for i in range(n):
+            j = int(rest.argmax())
+            if not rest[j] > -np.inf:
+                break
+            out[i] = j
+            rest[j] = -np.inf
+        else:
+            return out
     cut = scores[np.argpartition(-scores, n - 1)[n - 1]]  # the n-th largest value
     idx = np.flatnonzero(scores >= cut)  # every tie of the cut too, in index order
     return idx[np.argsort(-scores[idx], kind="stable")][:n]
