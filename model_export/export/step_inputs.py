@@ -18,12 +18,7 @@ image. The manifest records the check under ``step_inputs``.
 
 from __future__ import annotations
 
-import argparse
-import datetime as dt
 import json
-import shutil
-import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,6 +26,8 @@ from typing import Any
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
+
+from model_export.export.graph_splice import prune
 
 STACKED = "context"
 
@@ -111,23 +108,8 @@ def unstack_input(model: onnx.ModelProto, name: str = STACKED) -> onnx.ModelProt
     inputs[at : at + 1] = parts
     del g.input[:]
     g.input.extend(inputs)
-    _drop_unused(g)
+    prune(g)
     return out
-
-
-def _drop_unused(g: onnx.GraphProto) -> None:
-    """Remove nodes and initializers that no graph output depends on."""
-    needed = {o.name for o in g.output}
-    kept = []
-    for n in reversed(g.node):
-        if any(o in needed for o in n.output):
-            kept.append(n)
-            needed.update(n.input)
-    del g.node[:]
-    g.node.extend(reversed(kept))
-    inits = [t for t in g.initializer if t.name in needed]
-    del g.initializer[:]
-    g.initializer.extend(inits)
 
 
 def unstack_file(path: Path, name: str = STACKED) -> tuple[str, ...]:
@@ -141,46 +123,21 @@ def unstack_file(path: Path, name: str = STACKED) -> tuple[str, ...]:
 def migrate(weights: Path, images: int, real: Sequence[Path]) -> dict[str, Any]:
     """Rewrite ``weights/decoder_step.onnx`` with per-slot context inputs (module docstring);
     returns the check recorded in the manifest. Raises ValueError when refused."""
-    from model_export.export.step_migration import check_images, same_reports
-    from service.inference.manifest import write_manifest
+    from model_export.export.step_migration import swap_step_graph
 
     body = json.loads((weights / "manifest.json").read_text(encoding="utf-8"))
-    step = body["graphs"]["decoder_step"]
-    if STACKED not in step["inputs"]:
+    if STACKED not in body["graphs"]["decoder_step"]["inputs"]:
         raise ValueError("decoder_step has no stacked 'context' input (per-row or done)")
-    if (weights / "manifest.sig").exists():
-        raise ValueError("signed weights: migrate an unsigned copy, then sign it again")
-    with tempfile.TemporaryDirectory() as tmp:
-        new = Path(tmp) / "weights"
-        shutil.copytree(weights, new)
-        inputs = unstack_file(new / step["file"])
-        body["graphs"]["decoder_step"] = {**step, "inputs": list(inputs)}
-        body.pop("files", None)
-        write_manifest(new, body)
-        check = same_reports(weights, new, check_images(images, int(body["input"]["size"]), real))
-        check |= {"from": "stacked context", "date": dt.date.today().isoformat()}
-        total = check["images"]
-        if check["beam1_identical"] != total or check["beam3_identical"] != total:
-            raise ValueError(f"the new step graph changes reports: {check}")
-        shutil.copyfile(new / step["file"], weights / step["file"])
-    body["step_inputs"] = check
-    write_manifest(weights, body)
-    return check
+    extra = {"from": "stacked context"}
+    return swap_step_graph(
+        weights, lambda path, _: unstack_file(path), "step_inputs", images, real, extra
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("weights", type=Path)
-    p.add_argument("--images", type=int, default=24, help="test phantoms compared (24)")
-    p.add_argument("--real", type=Path, nargs="*", default=[], help="real images compared too")
-    o = p.parse_args(argv)
-    try:
-        check = migrate(o.weights, o.images, o.real)
-    except ValueError as exc:
-        print(f"refused: {exc}", file=sys.stderr)
-        return 1
-    print(json.dumps(check))
-    return 0
+    from model_export.export.step_migration import run_cli
+
+    return run_cli(migrate, __doc__.split("\n\n")[0], argv)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import json
 import shutil
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -138,6 +138,43 @@ def same_reports(old: Path, new: Path, images: list[np.ndarray]) -> dict[str, An
     return out
 
 
+def swap_step_graph(
+    weights: Path,
+    rewrite: Callable[[Path, dict[str, Any]], tuple[str, ...]],
+    record: str,
+    images: int,
+    real: Sequence[Path],
+    extra: dict[str, Any],
+) -> dict[str, Any]:
+    """Replace ``weights``' step graph by ``rewrite(path, body)`` (which writes the new graph
+    at ``path`` and returns its input names) only when the engine's reports stay identical on
+    the check images; record the check (plus ``extra``) under ``record`` in the manifest.
+
+    Refuses signed folders. Raises ValueError when refused or when a report changes.
+    """
+    if (weights / "manifest.sig").exists():
+        raise ValueError("signed weights: migrate an unsigned copy, then sign it again")
+    body = json.loads((weights / "manifest.json").read_text(encoding="utf-8"))
+    step = body["graphs"]["decoder_step"]
+    with tempfile.TemporaryDirectory() as tmp:
+        new = Path(tmp) / "weights"
+        shutil.copytree(weights, new)
+        inputs = rewrite(new / step["file"], body)
+        body["graphs"]["decoder_step"] = {**step, "inputs": list(inputs)}
+        body.pop("files", None)
+        write_manifest(new, body)
+        size = int(body["input"]["size"])
+        check = same_reports(weights, new, check_images(images, size, real))
+        check |= extra | {"date": dt.date.today().isoformat()}
+        total = check["images"]
+        if check["beam1_identical"] != total or check["beam3_identical"] != total:
+            raise ValueError(f"the new step graph changes reports: {check}")
+        shutil.copyfile(new / step["file"], weights / step["file"])
+    body[record] = check
+    write_manifest(weights, body)
+    return check
+
+
 def migrate(weights: Path, images: int, real: Sequence[Path]) -> dict[str, Any]:
     """Replace ``weights/decoder_step.onnx`` by its shared-context export (module docstring);
     returns the check recorded in the manifest. Raises ValueError when refused."""
@@ -145,50 +182,47 @@ def migrate(weights: Path, images: int, real: Sequence[Path]) -> dict[str, Any]:
     step = body["graphs"]["decoder_step"]
     if any(str(i).startswith("context") for i in step["inputs"]):  # stacked or per slot
         raise ValueError("decoder_step already has the shared-context layout")
-    if (weights / "manifest.sig").exists():
-        raise ValueError("signed weights: migrate an unsigned copy, then sign it again")
     cfg = DecoderConfig(**body["config"]["decoder"])
     old = weights / step["file"]
     dec = decoder_from_step_graph(old, cfg)
     diff = _old_graph_diff(dec, old, int(body["decoder"]["prefix_len"]))
     if diff > LOGIT_ATOL:
         raise ValueError(f"rebuilt decoder differs from the step graph by {diff:.2e} logits")
-    with tempfile.TemporaryDirectory() as tmp:
-        new = Path(tmp) / "weights"
-        shutil.copytree(weights, new)
+
+    def export(path: Path, body: dict[str, Any]) -> tuple[str, ...]:
         holder: Any = _Holder(dec)
         spec = G.step_spec(holder, cfg, int(body["decoder"]["prefix_len"]))
-        G.export_spec(spec, new / step["file"], int(body["opset"]))
-        G.check_graphs(new, [step["file"]])
-        body["graphs"]["decoder_step"] = {**step, "inputs": list(W.STEP_INPUTS)}
-        body.pop("files", None)
-        write_manifest(new, body)
-        size = int(body["input"]["size"])
-        check = same_reports(weights, new, check_images(images, size, real))
-        check |= {"from": "per-row", "logit_max_abs_diff": diff,
-                  "date": dt.date.today().isoformat()}  # fmt: skip
-        total = check["images"]
-        if check["beam1_identical"] != total or check["beam3_identical"] != total:
-            raise ValueError(f"the new step graph changes reports: {check}")
-        shutil.copyfile(new / step["file"], old)
-    body["step_migration"] = check
-    write_manifest(weights, body)
-    return check
+        G.export_spec(spec, path, int(body["opset"]))
+        G.check_graphs(path.parent, [path.name])
+        return W.STEP_INPUTS
+
+    extra = {"from": "per-row", "logit_max_abs_diff": diff}
+    return swap_step_graph(weights, export, "step_migration", images, real, extra)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def run_cli(
+    migrate_fn: Callable[[Path, int, Sequence[Path]], dict[str, Any]],
+    description: str,
+    argv: Sequence[str] | None = None,
+) -> int:
+    """The command line of a step-graph migration: ``WEIGHTS_DIR [--images N] [--real ...]``;
+    prints the check, or "refused: ..." with exit status 1."""
+    p = argparse.ArgumentParser(description=description)
     p.add_argument("weights", type=Path)
     p.add_argument("--images", type=int, default=24, help="test phantoms compared (24)")
     p.add_argument("--real", type=Path, nargs="*", default=[], help="real images compared too")
     o = p.parse_args(argv)
     try:
-        check = migrate(o.weights, o.images, o.real)
+        check = migrate_fn(o.weights, o.images, o.real)
     except ValueError as exc:
         print(f"refused: {exc}", file=sys.stderr)
         return 1
     print(json.dumps(check))
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_cli(migrate, __doc__.split("\n\n")[0], argv)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from model_export.export.graph_splice import prune
+
 MS_DOMAIN = "com.microsoft"
 ZERO = 128  # MatMulNBits' default zero point for 8 bits
 
@@ -122,10 +124,7 @@ def weight_only_int8(
         changed += 1
     del g.node[:]
     g.node.extend(nodes)
-    still_used = {i for n in g.node for i in n.input} | {o.name for o in g.output}
-    kept = [t for t in g.initializer if t.name in still_used]
-    del g.initializer[:]
-    g.initializer.extend(kept)
+    prune(g)  # the fp32 weights the new nodes replaced
     if changed and not any(o.domain == MS_DOMAIN for o in out.opset_import):
         out.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
     return out, changed
