@@ -5,7 +5,8 @@
 ``OLD_WEIGHTS`` holds an earlier ``decoder_step.onnx`` layout, ``NEW_WEIGHTS`` the same model
 migrated, every other file equal: per row -> shared context (``python -m
 model_export.export.step_migration``), or stacked context -> one context input per layer slot
-(``python -m model_export.export.step_inputs``).
+(``slot-context``), or that -> the generated keys per slot too (``per-slot``; both by ``python
+-m model_export.export.step_inputs``).
 ``--bound`` adds the shared-context cache kept in ORT buffers (IO binding: the CUDA default,
 run here on host buffers); ``--old`` may then be left out.
 For each batch size and beam width: seconds per ``OrtEngine.generate`` call on test phantoms
@@ -30,7 +31,7 @@ if str(REPO) not in sys.path[:1]:
     sys.path.insert(0, str(REPO))
 
 from model_export.data.phantom import generate_phantom  # noqa: E402
-from service.inference.device_cache import context_slots  # noqa: E402
+from service.inference.device_cache import context_slots, past_slots  # noqa: E402
 from service.inference.engine import OrtEngine  # noqa: E402
 from service.inference.types import GenerateOptions  # noqa: E402
 
@@ -42,10 +43,18 @@ def _timed(engine: OrtEngine, images: list[np.ndarray], opts: GenerateOptions) -
     return time.perf_counter() - t0, reports
 
 
+LAYOUTS = ("per-row", "stacked", "slot-context", "per-slot")
+
+
 def layout(engine: OrtEngine) -> str:
-    """``per-row``, ``stacked`` (shared context, one input) or ``per-slot`` (one per slot)."""
-    slots = context_slots(engine.sessions["decoder_step"])
-    return "per-row" if slots is None else ("per-slot" if slots else "stacked")
+    """One of :data:`LAYOUTS`: ``per-row``; ``stacked`` (shared context, one input);
+    ``slot-context`` (one context input per slot, generated keys stacked); ``per-slot`` (the
+    generated keys per slot too)."""
+    step = engine.sessions["decoder_step"]
+    slots = context_slots(step)
+    if slots is None:
+        return "per-row"
+    return ("per-slot" if past_slots(step) else "slot-context") if slots else "stacked"
 
 
 def run(
@@ -93,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     o = p.parse_args(argv)
     rows = run(o.old, o.new, o.batches, o.beams, o.repeats, o.bound)
     ref = rows[0]["new"]
-    names = [k for k in ("per-row", "stacked", "per-slot", "bound") if k in rows[0]]
+    names = [k for k in (*LAYOUTS, "bound") if k in rows[0]]
     others = [k for k in names if k != ref]
     print("| beam | batch | rows | " + " | ".join(f"{k} s" for k in names) + " | "
           + " | ".join(f"{k} / {ref} (time)" for k in others) + " | same reports |")  # fmt: skip

@@ -93,3 +93,30 @@ def tiny_stacked_weights_dir(
     body.pop("files")
     write_manifest(out, body)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_slot_context_weights_dir(
+    tiny_stacked_weights_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """A copy of the tiny weights whose step graph takes the context per slot but the
+    generated keys stacked (``past`` in, ``present`` out): weights migrated by
+    ``export.step_inputs`` on 2026-12-06, before it also split the generated keys."""
+    import json
+    import shutil
+
+    import onnx
+
+    from model_export.export.step_inputs import unstack_input
+    from service.inference.manifest import write_manifest
+
+    out = tmp_path_factory.mktemp("slot_context") / "weights"
+    shutil.copytree(tiny_stacked_weights_dir, out)
+    step = out / "decoder_step.onnx"
+    model = unstack_input(onnx.load(str(step)), "context")
+    onnx.save(model, str(step))
+    body = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    body["graphs"]["decoder_step"]["inputs"] = [i.name for i in model.graph.input]
+    body.pop("files")
+    write_manifest(out, body)
+    return out

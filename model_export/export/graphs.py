@@ -154,12 +154,12 @@ def _specs(model: SSACLModel) -> dict[str, _Spec]:
 
 def export_all(model: SSACLModel, out: Path, opset: int) -> dict[str, GraphIO]:
     """Write encoder, decoder prefill/step and text-encoder graphs to ``out``; the step
-    graph takes its context as one input per layer slot (``export.step_inputs``)."""
+    graph takes and returns its caches as one tensor per layer slot (``export.step_inputs``)."""
     from model_export.export.step_inputs import unstack_file
 
     io = {key: export_spec(sp, out / FILES[key], opset) for key, sp in _specs(model).items()}
     step = io["decoder_step"]
-    io["decoder_step"] = GraphIO(step.file, unstack_file(out / step.file), step.outputs)
+    io["decoder_step"] = GraphIO(step.file, *unstack_file(out / step.file))
     return io
 
 

@@ -1,19 +1,26 @@
-"""The step graph's shared context as one input per layer slot, so no step copies it.
+"""The step graph's stacked caches as one tensor per layer slot, so no step copies them.
 
 ``python -m model_export.export.step_inputs WEIGHTS_DIR [--images 24] [--real FILE ...]``
 
 The shared-context ``decoder_step.onnx`` (2026-12-02) takes the prefill's cache stacked as
-``context`` (2 * depth, items, heads, L, head_dim). Each layer reads its keys and values with
-``Slice`` + ``Gather`` on axis 0, and ONNX Runtime materialises both: every step copied the
-whole context (1.4 MB per image for ``small``; at 16 images half of a step's kernel time went
-to that copy). :func:`unstack_input` rewrites the graph so that slot ``j`` of the stack is its
-own input ``context.j`` (items, heads, L, head_dim); the engine then feeds views of its
-stacked cache (no copy on the host). Nothing else changes: the outputs are bit-identical.
+``context`` (2 * depth, items, heads, L, head_dim) and the rows' generated keys stacked as
+``past`` (2 * depth, N, heads, G, head_dim), and returns them grown by one as ``present``
+(``torch.stack`` of the layers' keys and values). Each layer reads its slots with ``Slice`` +
+``Gather`` on axis 0 and the stack ends in ``Unsqueeze`` + ``Concat``; ONNX Runtime
+materialises all three, so every step copied the whole context (1.4 MB per image for
+``small``; at 16 images half of a step's kernel time) and the generated keys twice more.
+:func:`unstack_input` rewrites the graph so that slot ``j`` of a stacked input is its own
+input (``context.j``, ``past.j``) and :func:`unstack_output` so that slot ``j`` of the stacked
+output is its own output (``present.j``); the engine feeds views of its stacked context and
+keeps the generated keys as one array per slot. Nothing else changes: the outputs are
+bit-identical.
 
-The exporter applies the rewrite to every new step graph; the command above migrates an
-exported folder in place, only when the engine with the new graph writes the same reports
-(text and entities, greedy and beam 3) on ``--images`` test phantoms and every ``--real``
-image. The manifest records the check under ``step_inputs``.
+The exporter applies the rewrite to every new step graph (:func:`unstack_step`); the command
+above migrates an exported folder in place (whatever of the three is still stacked), only
+when the engine with the new graph writes the same reports (text and entities, greedy and
+beam 3) on ``--images`` test phantoms and every ``--real`` image. The manifest records the
+check under ``step_inputs`` (the context, 2026-12-06) and ``step_past`` (the generated keys,
+2026-12-06, night).
 """
 
 from __future__ import annotations
@@ -30,6 +37,8 @@ from onnx import helper, numpy_helper
 from model_export.export.graph_splice import prune
 
 STACKED = "context"
+STEP_STACKS = ("context", "past")  # stacked inputs of a shared-context step graph
+STEP_OUTPUT = "present"  # its stacked output
 
 
 def part_name(name: str, j: int) -> str:
@@ -112,26 +121,96 @@ def unstack_input(model: onnx.ModelProto, name: str = STACKED) -> onnx.ModelProt
     return out
 
 
-def unstack_file(path: Path, name: str = STACKED) -> tuple[str, ...]:
-    """:func:`unstack_input` on a graph file, in place; returns the new input names."""
-    model = unstack_input(onnx.load(str(path)), name)
+def unstack_output(model: onnx.ModelProto, name: str) -> onnx.ModelProto:
+    """A copy of ``model`` whose output ``name`` (S, ...) is replaced by S outputs ``name.j``
+    (...), one per slot of axis 0.
+
+    The output must be a ``Concat`` on axis 0 of S ``Unsqueeze`` nodes on axis 0, which is how
+    the exporter writes ``torch.stack``; the tensors they unsqueeze become the outputs
+    (renamed, no copy). Anything else raises ValueError. Nodes left unused are dropped.
+    """
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    g = out.graph
+    stacked = next((o for o in g.output if o.name == name), None)
+    if stacked is None:
+        raise ValueError(f"the graph has no output {name!r}")
+    producer = {o: n for n in g.node for o in n.output}
+    cat = producer.get(name)
+    if cat is None or cat.op_type != "Concat" or _axis(cat) != 0:
+        raise ValueError(f"{name!r} is not a Concat on axis 0")
+    graph_names = {i.name for i in g.input} | {o.name for o in g.output}
+    renames: dict[str, str] = {}
+    for j, x in enumerate(cat.input):
+        un = producer.get(x)
+        if un is None or un.op_type != "Unsqueeze":
+            raise ValueError(f"slot {j} of {name!r} is not an Unsqueeze")
+        axes = (
+            _constant(out, un.input[1]).tolist()
+            if len(un.input) > 1
+            else list(next(a.ints for a in un.attribute if a.name == "axes"))
+        )
+        if axes != [0] or un.input[0] in graph_names or un.input[0] in renames:
+            raise ValueError(f"slot {j} of {name!r} does not stack one inner tensor on axis 0")
+        renames[un.input[0]] = part_name(name, j)
+    for n in g.node:
+        for k, x in enumerate(n.input):
+            n.input[k] = renames.get(x, x)
+        for k, x in enumerate(n.output):
+            n.output[k] = renames.get(x, x)
+    dims = stacked.type.tensor_type.shape.dim
+    shape = [d.dim_param or d.dim_value for d in dims[1:]]
+    elem = stacked.type.tensor_type.elem_type
+    parts = [helper.make_tensor_value_info(v, elem, shape) for v in renames.values()]
+    outputs = list(g.output)
+    at = outputs.index(stacked)
+    outputs[at : at + 1] = parts
+    del g.output[:]
+    g.output.extend(outputs)
+    prune(g)
+    return out
+
+
+def stacked_parts(model: onnx.ModelProto) -> tuple[str, ...]:
+    """Which of a shared-context step graph's stacked tensors are still stacked: of
+    ``context``, ``past`` (inputs) and ``present`` (output)."""
+    names = {i.name for i in model.graph.input} | {o.name for o in model.graph.output}
+    return tuple(n for n in (*STEP_STACKS, STEP_OUTPUT) if n in names)
+
+
+def unstack_step(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Every stacked input and the stacked output of a shared-context step graph, per slot."""
+    parts = stacked_parts(model)
+    for name in STEP_STACKS:
+        if name in parts:
+            model = unstack_input(model, name)
+    return unstack_output(model, STEP_OUTPUT) if STEP_OUTPUT in parts else model
+
+
+def unstack_file(path: Path) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """:func:`unstack_step` on a graph file, in place; returns its input and output names."""
+    model = unstack_step(onnx.load(str(path)))
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
-    return tuple(i.name for i in model.graph.input)
+    return tuple(i.name for i in model.graph.input), tuple(o.name for o in model.graph.output)
 
 
 def migrate(weights: Path, images: int, real: Sequence[Path]) -> dict[str, Any]:
-    """Rewrite ``weights/decoder_step.onnx`` with per-slot context inputs (module docstring);
-    returns the check recorded in the manifest. Raises ValueError when refused."""
+    """Rewrite ``weights/decoder_step.onnx`` with per-slot caches (module docstring); returns
+    the check recorded in the manifest. Raises ValueError when refused."""
     from model_export.export.step_migration import swap_step_graph
 
     body = json.loads((weights / "manifest.json").read_text(encoding="utf-8"))
-    if STACKED not in body["graphs"]["decoder_step"]["inputs"]:
-        raise ValueError("decoder_step has no stacked 'context' input (per-row or done)")
-    extra = {"from": "stacked context"}
-    return swap_step_graph(
-        weights, lambda path, _: unstack_file(path), "step_inputs", images, real, extra
-    )
+    step = body["graphs"]["decoder_step"]
+    names = {*step["inputs"], *step["outputs"]}
+    if not any(str(i).startswith("context") for i in step["inputs"]):
+        raise ValueError("decoder_step is per-row: run model_export.export.step_migration first")
+    stacked = [n for n in (*STEP_STACKS, STEP_OUTPUT) if n in names]
+    if not stacked:
+        raise ValueError("decoder_step already takes and returns its caches per slot")
+    record = "step_inputs" if STACKED in stacked else "step_past"
+    extra = {"from": "stacked " + ", ".join(stacked)}
+    return swap_step_graph(weights, lambda path, _: unstack_file(path), record, images, real, extra)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -140,15 +140,16 @@ def same_reports(old: Path, new: Path, images: list[np.ndarray]) -> dict[str, An
 
 def swap_step_graph(
     weights: Path,
-    rewrite: Callable[[Path, dict[str, Any]], tuple[str, ...]],
+    rewrite: Callable[[Path, dict[str, Any]], tuple[tuple[str, ...], tuple[str, ...]]],
     record: str,
     images: int,
     real: Sequence[Path],
     extra: dict[str, Any],
 ) -> dict[str, Any]:
     """Replace ``weights``' step graph by ``rewrite(path, body)`` (which writes the new graph
-    at ``path`` and returns its input names) only when the engine's reports stay identical on
-    the check images; record the check (plus ``extra``) under ``record`` in the manifest.
+    at ``path`` and returns its input and output names) only when the engine's reports stay
+    identical on the check images; record the check (plus ``extra``) under ``record`` in the
+    manifest.
 
     Refuses signed folders. Raises ValueError when refused or when a report changes.
     """
@@ -159,8 +160,8 @@ def swap_step_graph(
     with tempfile.TemporaryDirectory() as tmp:
         new = Path(tmp) / "weights"
         shutil.copytree(weights, new)
-        inputs = rewrite(new / step["file"], body)
-        body["graphs"]["decoder_step"] = {**step, "inputs": list(inputs)}
+        inputs, outputs = rewrite(new / step["file"], body)
+        body["graphs"]["decoder_step"] = {**step, "inputs": list(inputs), "outputs": list(outputs)}
         body.pop("files", None)
         write_manifest(new, body)
         size = int(body["input"]["size"])
@@ -189,12 +190,12 @@ def migrate(weights: Path, images: int, real: Sequence[Path]) -> dict[str, Any]:
     if diff > LOGIT_ATOL:
         raise ValueError(f"rebuilt decoder differs from the step graph by {diff:.2e} logits")
 
-    def export(path: Path, body: dict[str, Any]) -> tuple[str, ...]:
+    def export(path: Path, body: dict[str, Any]) -> tuple[tuple[str, ...], tuple[str, ...]]:
         holder: Any = _Holder(dec)
         spec = G.step_spec(holder, cfg, int(body["decoder"]["prefix_len"]))
         G.export_spec(spec, path, int(body["opset"]))
         G.check_graphs(path.parent, [path.name])
-        return W.STEP_INPUTS
+        return W.STEP_INPUTS, W.DECODER_OUTPUTS
 
     extra = {"from": "per-row", "logit_max_abs_diff": diff}
     return swap_step_graph(weights, export, "step_migration", images, real, extra)

@@ -7,7 +7,8 @@ as the next step's ``past``, and a beam reorder gathers rows with a one-node ``G
 on the same device (``session.gather_model``). Per step, only token ids, positions and the
 context's key mask (a few KB) go in, and the logits (N, V) come out. A step graph with one
 context input per layer slot (``context.0`` ...) gets each slot as its own device buffer, cut
-from the context once per prefill and once per context reorder. On the CPU provider the
+from the context once per prefill and once per context reorder; one with per-slot generated
+keys (``past.0`` ... in, ``present.0`` ... out) keeps one buffer per slot. On the CPU provider the
 same code runs on host buffers, which is how it is tested without a GPU (same tokens as the
 numpy path).
 
@@ -36,6 +37,18 @@ def context_slots(step: ort.InferenceSession) -> int | None:
         return 0
     slots = sum(n.startswith("context.") for n in names)
     return slots or None
+
+
+def past_slots(step: ort.InferenceSession) -> int:
+    """How a shared-context step graph takes the rows' generated keys: 0 stacked (``past`` in,
+    ``present`` out), S > 0 as one tensor per layer slot (``past.0`` .. in, ``present.0`` ..
+    out; ``model_export.export.step_inputs``)."""
+    return sum(i.name.startswith("past.") for i in step.get_inputs())
+
+
+def step_outputs(slots: int) -> tuple[str, ...]:
+    """The output names of a shared-context step graph with ``slots`` per-slot caches."""
+    return ("logits", *(f"present.{j}" for j in range(slots))) if slots else ("logits", "present")
 
 
 def is_identity(rows: np.ndarray, n: int) -> bool:
@@ -71,7 +84,8 @@ class BoundCache:
     context: ort.OrtValue  # (2 * depth, B, heads, L, head_dim): the prefill's present
     context_mask: np.ndarray  # (B, L) int64, host
     item: np.ndarray  # (N,) int64: context item of each row
-    kv: ort.OrtValue  # (2 * depth, N, heads, G, head_dim): generated positions only
+    kv: ort.OrtValue | tuple[ort.OrtValue, ...]  # (2 * depth, N, heads, G, head_dim)
+    # generated positions only, stacked or (per-slot graphs) one (N, heads, G, head_dim) per slot
     next_pos: np.ndarray  # (N,) int64
     slots: tuple[ort.OrtValue, ...] = ()  # per-slot graphs: context[j], (B, heads, L, head_dim)
 
@@ -85,35 +99,49 @@ class DeviceCache:
         self.device = device
         options = step.get_provider_options().get(CUDA, {}) if device == "cuda" else {}
         self.device_id = int(options.get("device_id", 0))
-        per_slot = bool(context_slots(step))
+        per_slot = self.context_per_slot = bool(context_slots(step))
+        self.past_slots = past_slots(step)
         first = "context.0" if per_slot else "context"
         elem = ONNX_ELEM[next(i.type for i in step.get_inputs() if i.name == first)]
         self.dtype = np.float16 if elem == 10 else np.float32
         providers = step.get_providers()
         self.gather = create_session_from(gather_model(elem), providers, 1, "KV reorder graph")
         self.take_slot = (
-            create_session_from(gather_model(elem, axis=0), providers, 1, "context slot graph")
-            if per_slot
+            create_session_from(gather_model(elem, axis=0), providers, 1, "cache slot graph")
+            if per_slot or self.past_slots
             else None
         )
 
     def _bind_out(self, binding: ort.IOBinding, name: str) -> None:
         binding.bind_output(name, self.device, self.device_id)
 
-    def _take(self, value: ort.OrtValue, rows: np.ndarray) -> ort.OrtValue:
-        """Rows ``rows`` of axis 1 of ``value``, on the device."""
-        b = self.gather.io_binding()
+    def _take(self, value: ort.OrtValue, rows: np.ndarray, axis: int = 1) -> ort.OrtValue:
+        """Rows ``rows`` of axis ``axis`` (1 or 0) of ``value``, on the device."""
+        graph = self.gather if axis == 1 else self.take_slot
+        assert graph is not None
+        b = graph.io_binding()
         b.bind_ortvalue_input("data", value)
         b.bind_cpu_input("indices", np.ascontiguousarray(rows, dtype=np.int64))
         self._bind_out(b, "out")
-        self.gather.run_with_iobinding(b)
+        graph.run_with_iobinding(b)
         return b.get_outputs()[0]
+
+    def _take_kv(
+        self, kv: ort.OrtValue | tuple[ort.OrtValue, ...], rows: np.ndarray
+    ) -> ort.OrtValue | tuple[ort.OrtValue, ...]:
+        """Rows ``rows`` of the generated keys (stacked: axis 1; per slot: axis 0 of each)."""
+        if isinstance(kv, tuple):
+            if is_identity(rows, kv[0].shape()[0]):
+                return kv
+            return tuple(self._take(part, rows, axis=0) for part in kv)
+        return kv if is_identity(rows, kv.shape()[1]) else self._take(kv, rows)
 
     def _slots(self, context: ort.OrtValue) -> tuple[ort.OrtValue, ...]:
         """``context[j]`` for each slot j of axis 0, on the device (per-slot graphs; else ())."""
-        if self.take_slot is None:
+        if not self.context_per_slot:
             return ()
         out = []
+        assert self.take_slot is not None
         for j in range(context.shape()[0]):
             b = self.take_slot.io_binding()
             b.bind_ortvalue_input("data", context)
@@ -140,8 +168,14 @@ class DeviceCache:
         sess.run_with_iobinding(b)
         logits, context = b.get_outputs()
         layers, n, heads, _, head_dim = context.shape()
-        empty = np.zeros((layers, n, heads, 0, head_dim), self.dtype)
-        kv = ort.OrtValue.ortvalue_from_numpy(empty, self.device, self.device_id)
+        kv: ort.OrtValue | tuple[ort.OrtValue, ...]
+        if self.past_slots:
+            empty = np.zeros((n, heads, 0, head_dim), self.dtype)
+            value = ort.OrtValue.ortvalue_from_numpy(empty, self.device, self.device_id)
+            kv = (value,) * self.past_slots  # never written: each step returns new buffers
+        else:
+            empty = np.zeros((layers, n, heads, 0, head_dim), self.dtype)
+            kv = ort.OrtValue.ortvalue_from_numpy(empty, self.device, self.device_id)
         items = np.arange(n, dtype=np.int64)
         cache = BoundCache(context, attention_mask, items, kv, next_pos, self._slots(context))
         return logits.numpy(), cache
@@ -150,6 +184,7 @@ class DeviceCache:
         self, sess: ort.InferenceSession
     ) -> Callable[[np.ndarray, BoundCache], tuple[np.ndarray, BoundCache]]:
         """One bound ``decoder_step`` call per token (the search's ``step``)."""
+        outputs = step_outputs(self.past_slots)
 
         def step(tokens: np.ndarray, c: BoundCache) -> tuple[np.ndarray, BoundCache]:
             b = sess.io_binding()
@@ -161,18 +196,24 @@ class DeviceCache:
             else:
                 b.bind_ortvalue_input("context", c.context)
             b.bind_cpu_input("context_mask", np.ascontiguousarray(c.context_mask))
-            b.bind_ortvalue_input("past", c.kv)
+            if isinstance(c.kv, tuple):
+                for j, part in enumerate(c.kv):
+                    b.bind_ortvalue_input(f"past.{j}", part)
+            else:
+                b.bind_ortvalue_input("past", c.kv)
             b.bind_output("logits", "cpu")
-            self._bind_out(b, "present")
+            for name in outputs[1:]:
+                self._bind_out(b, name)
             sess.run_with_iobinding(b)
-            logits, kv = b.get_outputs()
+            logits, *present = b.get_outputs()
+            kv = tuple(present) if self.past_slots else present[0]
             return logits.numpy(), dataclasses.replace(c, kv=kv, next_pos=c.next_pos + 1)
 
         return step
 
     def reorder(self, c: BoundCache, rows: np.ndarray) -> BoundCache:
         """Keep / duplicate rows (``ort_decoder._reorder_shared``, on the device)."""
-        kv = c.kv if is_identity(rows, c.kv.shape()[1]) else self._take(c.kv, rows)
+        kv = self._take_kv(c.kv, rows)
         gather, item = context_plan(c.item[rows], c.context.shape()[1])
         if gather is None:
             return dataclasses.replace(c, item=item, kv=kv, next_pos=c.next_pos[rows])

@@ -17,7 +17,9 @@ Two step-graph layouts, told apart by the graph's inputs:
 Both give the same logits (tested); the first moves far less memory per step. Since
 2026-12-06 the shared context may also come as one input per layer slot (``context.0`` ...,
 ``model_export.export.step_inputs``): the graph then no longer copies the context at every
-step, and the engine feeds views of its stacked cache.
+step, and the engine feeds views of its stacked cache; since 2026-12-06, night the rows' generated
+keys may also come and go per slot (``past.0`` ... in, ``present.0`` ... out): the graph then
+copies them once per step instead of three times, and the engine keeps one array per slot.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ from service.inference.device_cache import (
     context_plan,
     context_slots,
     is_identity,
+    past_slots,
+    step_outputs,
 )
 from service.inference.search import (
     Decoded,
@@ -77,15 +81,27 @@ class _SharedCache:
     context: np.ndarray  # (2 * depth, B, heads, L, head_dim) float32, the prefill's present
     context_mask: np.ndarray  # (B, L) int64, the prefill's key mask
     item: np.ndarray  # (N,) int64: context item of each row, np.repeat(arange(B), K)
-    kv: np.ndarray  # (2 * depth, N, heads, G, head_dim) float32, generated positions only
+    kv: np.ndarray | tuple[np.ndarray, ...]  # generated positions only, float32: stacked
+    # (2 * depth, N, heads, G, head_dim), or one (N, heads, G, head_dim) per slot
     next_pos: np.ndarray  # (N,) int64
+
+
+def _take_kv(
+    kv: np.ndarray | tuple[np.ndarray, ...], rows: np.ndarray
+) -> np.ndarray | tuple[np.ndarray, ...]:
+    """Rows ``rows`` of the generated keys, stacked or per slot (no copy for the identity)."""
+    if isinstance(kv, tuple):
+        if is_identity(rows, kv[0].shape[0]):
+            return kv
+        return tuple(np.take(part, rows, axis=0) for part in kv)
+    return kv if is_identity(rows, kv.shape[1]) else np.take(kv, rows, axis=1)
 
 
 def _reorder_shared(c: _SharedCache, rows: np.ndarray) -> _SharedCache:
     """Keep / duplicate rows. Generated keys follow ``rows`` (no copy for the identity); the
     context is re-indexed only when the rows' items change (an image left the batch), and
     falls back to one context per row when the new rows are not K-per-item blocks."""
-    kv = c.kv if is_identity(rows, c.kv.shape[1]) else np.take(c.kv, rows, axis=1)
+    kv = _take_kv(c.kv, rows)
     gather, item = context_plan(c.item[rows], c.context.shape[1])
     if gather is None:
         return _SharedCache(c.context, c.context_mask, item, kv, c.next_pos[rows])
@@ -180,21 +196,27 @@ class OrtDecoder:
         sess: ort.InferenceSession,
     ) -> Callable[[np.ndarray, _SharedCache], tuple[np.ndarray, _SharedCache]]:
         """One shared-context ``decoder_step.onnx`` call per token (the search's ``step``).
-        A graph with per-slot inputs gets views of the stacked context (no copy)."""
-        slots = context_slots(sess)
+        A graph with per-slot inputs gets views of the stacked context (no copy) and the
+        generated keys as one array per slot."""
+        slots, past = context_slots(sess), past_slots(sess)
+        outputs = step_outputs(past)
 
         def step(tokens: np.ndarray, c: _SharedCache) -> tuple[np.ndarray, _SharedCache]:
             feeds = {
                 "input_ids": tokens[:, None],
                 "position_ids": c.next_pos[:, None],
                 "context_mask": c.context_mask,
-                "past": c.kv,
             }
             if slots:
                 feeds |= {f"context.{j}": c.context[j] for j in range(slots)}
             else:
                 feeds["context"] = c.context
-            logits, kv = run(sess, ("logits", "present"), feeds)
+            if isinstance(c.kv, tuple):
+                feeds |= {f"past.{j}": part for j, part in enumerate(c.kv)}
+            else:
+                feeds["past"] = c.kv
+            logits, *present = run(sess, outputs, feeds)
+            kv = tuple(present) if past else present[0]
             return logits, dataclasses.replace(c, kv=kv, next_pos=c.next_pos + 1)
 
         return step
@@ -242,7 +264,11 @@ class OrtDecoder:
         )
         if self.shared_context:
             b, (layers, _, heads, _, head_dim) = len(found), kv.shape
-            generated = np.zeros((layers, b, heads, 0, head_dim), kv.dtype)
+            generated: np.ndarray | tuple[np.ndarray, ...]
+            if past_slots(step_graph):
+                generated = (np.zeros((b, heads, 0, head_dim), kv.dtype),) * layers
+            else:
+                generated = np.zeros((layers, b, heads, 0, head_dim), kv.dtype)
             shared = _SharedCache(
                 kv, pf.attention_mask, np.arange(b, dtype=np.int64), generated, pf.next_pos
             )

@@ -10,7 +10,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from service.inference.device_cache import BoundCache, context_slots
+from service.inference.device_cache import BoundCache, context_slots, past_slots
 from service.inference.engine import OrtEngine
 from service.inference.ort_decoder import _reorder_shared, _SharedCache
 from service.inference.types import GenerateOptions
@@ -91,6 +91,25 @@ def test_stacked_and_per_slot_context_write_the_same_reports(
 
 
 @pytest.mark.parametrize("beam", [1, 3])
+def test_stacked_and_per_slot_generated_keys_write_the_same_reports(
+    tiny_weights_dir: Path, tiny_slot_context_weights_dir: Path, beam: int
+) -> None:
+    """Exports since 2026-12-06, night also take and return the rows' generated keys per slot
+    (``past.0`` ... / ``present.0`` ...); the 2026-12-06 ones stacked: same reports, on numpy
+    buffers and on bound ones."""
+    slots = OrtEngine.from_weights(tiny_weights_dir, provider="cpu", threads=1)
+    stacked = OrtEngine.from_weights(tiny_slot_context_weights_dir, provider="cpu", threads=1)
+    depth = int(slots.manifest.raw["config"]["decoder"]["depth"])
+    assert past_slots(slots.sessions["decoder_step"]) == 2 * depth
+    assert past_slots(stacked.sessions["decoder_step"]) == 0
+    _assert_same_reports(slots, stacked, beam, images=3, seed=11)
+    bound = OrtEngine.from_weights(
+        tiny_slot_context_weights_dir, provider="cpu", threads=1, io_binding=True
+    )
+    _assert_same_reports(bound, slots, beam, images=3, seed=11)
+
+
+@pytest.mark.parametrize("beam", [1, 3])
 def test_the_cache_in_ort_buffers_writes_the_same_reports(
     tiny_weights_dir: Path, beam: int
 ) -> None:
@@ -117,3 +136,25 @@ def test_the_bound_reorder_matches_the_numpy_one(tiny_weights_dir: Path) -> None
         if got.context is not bound.context:  # re-indexed: the per-slot buffers follow
             assert [v.numpy().tolist() for v in got.slots] == want.context.tolist()
         assert got.item.tolist() == want.item.tolist()
+
+
+def test_per_slot_generated_keys_follow_the_rows_on_both_paths(tiny_weights_dir: Path) -> None:
+    """A reorder of generated keys kept per slot moves the same rows as the stacked one, on
+    numpy arrays and on bound buffers; the identity copies nothing."""
+    engine = OrtEngine.from_weights(tiny_weights_dir, provider="cpu", threads=1, io_binding=True)
+    helper = engine.decoder._device_cache(engine.sessions["decoder_step"])
+    c = _shared(items=3, k=2)
+    per_slot = _SharedCache(c.context, c.context_mask, c.item, tuple(c.kv), c.next_pos)
+    bound = BoundCache(
+        ort.OrtValue.ortvalue_from_numpy(c.context), c.context_mask, c.item,
+        tuple(ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(p)) for p in c.kv),
+        c.next_pos,
+    )  # fmt: skip
+    assert _reorder_shared(per_slot, np.arange(6)).kv is per_slot.kv
+    assert helper.reorder(bound, np.arange(6)).kv is bound.kv
+    for rows in (np.array([1, 0, 3, 3, 5, 4]), np.array([4, 5, 0, 1]), np.array([0, 2, 1])):
+        want = _reorder_shared(c, rows).kv
+        got, got_bound = _reorder_shared(per_slot, rows).kv, helper.reorder(bound, rows).kv
+        assert isinstance(got, tuple) and isinstance(got_bound, tuple)
+        np.testing.assert_array_equal(np.stack(got), want)
+        np.testing.assert_array_equal(np.stack([v.numpy() for v in got_bound]), want)
