@@ -11,7 +11,26 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
-from service.imaging.arrays import as_2d
+
+def as_plane(pixels: np.ndarray, name: str = "pixels") -> np.ndarray:
+    """A finite, non-empty 2-D image as a C-contiguous float32 array: ``pixels`` itself when it
+    already is one, else one converted copy; ValueError naming ``name`` otherwise. The same
+    values as ``as_2d(pixels).astype(np.float32)`` without its float64 copy."""
+    a = np.asarray(pixels)
+    if a.dtype != np.float32 or not a.flags.c_contiguous:
+        a = np.ascontiguousarray(a, dtype=np.float32)
+    if a.ndim != 2 or a.size == 0:
+        raise ValueError(f"{name} must be a non-empty 2-D array, got shape {a.shape}")
+    if not np.isfinite(a).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return a
+
+
+def resize_plane(plane: np.ndarray, size: int) -> np.ndarray:
+    """An :func:`as_plane` image squashed to (size, size) float32 by Pillow's 'F'-mode bilinear
+    resize, which low-pass filters when shrinking (antialiased)."""
+    resized = Image.fromarray(plane).resize((size, size), Image.Resampling.BILINEAR)
+    return np.asarray(resized, dtype=np.float32)
 
 
 def to_model_input(pixels: np.ndarray, size: int, mean: float, std: float) -> np.ndarray:
@@ -22,9 +41,7 @@ def to_model_input(pixels: np.ndarray, size: int, mean: float, std: float) -> np
     """
     if size < 1 or std <= 0:
         raise ValueError(f"size must be >= 1 and std > 0, got size={size}, std={std}")
-    img = as_2d(pixels, "pixels").astype(np.float32)
-    resized = Image.fromarray(img).resize((size, size), Image.Resampling.BILINEAR)
-    x = (np.asarray(resized, dtype=np.float32) - np.float32(mean)) / np.float32(std)
+    x = (resize_plane(as_plane(pixels), size) - np.float32(mean)) / np.float32(std)
     return x[None, None].astype(np.float32)  # (1, 1, S, S)
 
 
@@ -54,7 +71,7 @@ VIEWS = ("identity", "flip", "center-0.92", "center-0.92-flip")
 def equalize(pixels: np.ndarray) -> np.ndarray:
     """Histogram equalisation of an (H, W) image: each pixel -> the share of pixels at or
     below its value, in (0, 1] (equal values stay equal; the order of values is kept)."""
-    img = as_2d(pixels, "pixels")
+    img = as_plane(pixels)
     _, inverse, counts = np.unique(img.ravel(), return_inverse=True, return_counts=True)
     cdf = np.cumsum(counts) / img.size
     out: np.ndarray = cdf[inverse].reshape(img.shape).astype(np.float32)
@@ -88,9 +105,9 @@ def checked_views(names: Sequence[str]) -> tuple[str, ...]:
 
 
 def image_view(pixels: np.ndarray, name: str) -> np.ndarray:
-    """(H, W) image -> its view ``name`` (:func:`parse_view`)."""
+    """(H, W) image -> its view ``name`` (:func:`parse_view`), C-contiguous float32."""
     f, flip = parse_view(name)
-    img = as_2d(pixels, "pixels")
+    img = as_plane(pixels)
     if f < 1.0:
         h, w = img.shape
         dy, dx = int(h * (1 - f) / 2), int(w * (1 - f) / 2)

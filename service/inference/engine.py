@@ -25,7 +25,7 @@ from tokenizers import Tokenizer
 from model_export.ssacl import entities as ent
 from model_export.ssacl.text import tidy_decoded
 from service.imaging.borders import content_box, crop
-from service.imaging.preprocess import batch_inputs, equalize, image_view, to_model_input
+from service.imaging.preprocess import as_plane, batch_inputs, equalize, image_view, resize_plane
 from service.inference.coherence import coherent_sentences, kept_text
 from service.inference.grounding import phrase_grounding, sentence_groundings, split_sections
 from service.inference.heatmaps import MapRules, paste, scaled_box, with_leaf_maps
@@ -208,15 +208,16 @@ class OrtEngine:
         m = self.manifest
         sizes = {"image": m.image_size} | ({"image_hires": m.hires_size} if m.hires_size else {})
         mean, std = np.float32(m.mean), np.float32(m.std)
+        planes = [as_plane(im) for im in images]  # validated float32, converted once
         resized = {  # each image at each side, in [0, 1]: resized once for both rows below
-            name: [to_model_input(im, side, 0.0, 1.0)[0, 0] for im in images]
-            for name, side in sizes.items()
+            name: [resize_plane(p, side) for p in planes] for name, side in sizes.items()
         }
         feeds = {name: batch_inputs([(r - mean) / std for r in rs]) for name, rs in resized.items()}
-        for name, side in sizes.items() if entity_views and len(m.entity_views) > 1 else ():
+        views = m.entity_views[1:] if entity_views else ()
+        cut = [[image_view(p, v) for p in planes] for v in views]  # view-major, as the feeds
+        for name, side in sizes.items() if views else ():
             feeds[name + VIEWS_SUFFIX] = batch_inputs([
-                to_model_input(image_view(im, v), side, m.mean, m.std)
-                for v in m.entity_views[1:] for im in images
+                (resize_plane(c, side) - mean) / std for row in cut for c in row
             ])  # fmt: skip
         if self.map_rules.map_input == "equalized":  # the maps come from ``image`` alone: the
             # other inputs of that row only feed pathology logits, which it does not give

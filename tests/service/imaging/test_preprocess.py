@@ -63,3 +63,24 @@ def test_equalize_maps_each_value_to_its_cumulative_share() -> None:
     np.testing.assert_allclose(equalize(im), [[0.5, 0.5], [0.75, 1.0]])
     flat = np.full((3, 5), 0.3, np.float32)
     assert (equalize(flat) == 1.0).all()  # no contrast to spread
+
+
+def test_as_plane_converts_at_most_once_and_keeps_the_values() -> None:
+    """The engine's single conversion per image: a float32 C-contiguous image is used as it
+    is; anything else becomes one float32 copy with the values of the float64 route it
+    replaced (``as_2d(...).astype(np.float32)``); bad arrays are refused as before."""
+    from service.imaging.arrays import as_2d
+    from service.imaging.preprocess import as_plane
+
+    rng = np.random.default_rng(2)
+    ready = rng.random((6, 5), dtype=np.float32)
+    assert as_plane(ready) is ready
+    for other in (ready[:, ::-1], np.asfortranarray(ready), rng.random((6, 5)), ready[1:, 1:]):
+        got = as_plane(other)
+        assert got.dtype == np.float32 and got.flags.c_contiguous and got is not other
+        np.testing.assert_array_equal(got, as_2d(other, "x").astype(np.float32))
+    for bad in (np.zeros((2, 2, 2), np.float32), np.zeros((0, 3), np.float32)):
+        with pytest.raises(ValueError, match="non-empty 2-D"):
+            as_plane(bad)
+    with pytest.raises(ValueError, match="NaN"):
+        as_plane(np.array([[np.inf, 0.0]], np.float32))
