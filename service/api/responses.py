@@ -1,11 +1,14 @@
 """Engine results (dataclasses) -> API schemas. Pure functions; PNG encoding is the costly part,
-so routes call :func:`report_response` / :func:`ground_response` in a worker thread."""
+so routes call :func:`report_response` / :func:`ground_response` in a worker thread, and the
+heatmaps of one response are encoded on a few threads at once (zlib releases the GIL)."""
 
 from __future__ import annotations
 
 import base64
 import math
-from collections.abc import Mapping
+import os
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -49,6 +52,26 @@ def heatmap_out(heatmap: np.ndarray, colormap: bool, png: HeatmapPngFn) -> Heatm
     """Base64 PNG of an (H, W) map in [0, 1]."""
     data = base64.b64encode(png(heatmap, colormap)).decode("ascii")
     return HeatmapOut(width=int(heatmap.shape[1]), height=int(heatmap.shape[0]), data=data)
+
+
+#: threads that encode one response's heatmaps: a report on a 1,841 x 1,955 radiograph has
+#: about seven full-size maps at 50-120 ms of PNG each (``docs/PERFORMANCE.md``)
+PNG_THREADS = max(1, min(4, os.cpu_count() or 1))
+_PNG_POOL = ThreadPoolExecutor(PNG_THREADS, thread_name_prefix="cxr-png")  # threads start on use
+
+
+def heatmaps_out(
+    maps: Sequence[np.ndarray | None], colormap: bool, png: HeatmapPngFn
+) -> list[HeatmapOut | None]:
+    """:func:`heatmap_out` of each map (None stays None), on up to :data:`PNG_THREADS` threads;
+    a map given twice (the same array) is encoded once. Same bytes as one after another."""
+    todo = {id(m): m for m in maps if m is not None}
+    if len(todo) < 2 or PNG_THREADS < 2:
+        done = {k: heatmap_out(m, colormap, png) for k, m in todo.items()}
+    else:
+        outs = _PNG_POOL.map(lambda m: heatmap_out(m, colormap, png), todo.values())
+        done = dict(zip(todo, outs, strict=True))
+    return [None if m is None else done[id(m)] for m in maps]
 
 
 def image_out(img: DecodedImage) -> ImageOut:
@@ -111,15 +134,16 @@ def report_response(
     png: HeatmapPngFn,
 ) -> ReportResponse:
     """The JSON body of ``POST /v1/report``."""
+    heatmaps = heatmaps_out([s.heatmap for s in report.sentences], colormap, png)
     sentences = [
         SentenceOut(
             text=s.text,
             anatomy=[node_out(i) for i in s.node_ids],
             confidence=_unit(s.confidence),
             box=box_out(s.box),
-            heatmap=None if s.heatmap is None else heatmap_out(s.heatmap, colormap, png),
+            heatmap=heatmap,
         )
-        for s in report.sentences
+        for s, heatmap in zip(report.sentences, heatmaps, strict=True)
     ]
     return ReportResponse(
         request_id=request_id,
@@ -150,6 +174,7 @@ def ground_response(
     png: HeatmapPngFn,
 ) -> GroundResponse:
     """The JSON body of ``POST /v1/ground``."""
+    maps = heatmaps_out([g.heatmap if heatmaps else None for g in groundings], colormap, png)
     items = [
         GroundingOut(
             phrase=g.phrase,
@@ -158,9 +183,9 @@ def ground_response(
             confidence=_unit(g.confidence),
             method=g.method,
             box=box_out(g.box),
-            heatmap=heatmap_out(g.heatmap, colormap, png) if heatmaps else None,
+            heatmap=heatmap,
         )
-        for g in groundings
+        for g, heatmap in zip(groundings, maps, strict=True)
     ]
     return GroundResponse(
         request_id=request_id,

@@ -241,6 +241,11 @@ def _lerp_columns(a: np.ndarray, n_out: int) -> np.ndarray:
     return out
 
 
+#: rows of a full-size map rounded at once by :func:`heatmap_png` (the same arithmetic as on
+#: the whole map, with float64 temporaries small enough to stay in cache)
+CHUNK_ROWS = 64
+
+
 def upsample(grid: np.ndarray, height: int, width: int) -> np.ndarray:
     """(g, g) map -> (height, width) float32, bilinear; values are kept (no normalisation)."""
     if height < 1 or width < 1:
@@ -360,15 +365,23 @@ def heatmap_png(heatmap: np.ndarray, colormap: bool) -> bytes:
     map stays dim: see ``service.inference.heatmaps``).
 
     ``colormap=False``: 8-bit grey ("L"). ``colormap=True``: RGBA jet with alpha = value, so the
-    PNG overlays the image directly (zero = fully transparent).
+    PNG overlays the image directly (zero = fully transparent). Values are rounded in float64
+    (``rint(255 * clip(v))``), a block of rows at a time.
     """
-    v = np.clip(as_2d(heatmap, "heatmap"), 0.0, 1.0)
-    alpha = np.rint(v * 255.0).astype(np.uint8)
-    if colormap:
-        rgb = np.rint(_jet(v) * 255.0).astype(np.uint8)
-        image = Image.fromarray(np.dstack([rgb, alpha]))
-    else:
-        image = Image.fromarray(alpha)
+    v = np.asarray(heatmap)
+    if v.ndim != 2 or v.size == 0:
+        raise ValueError(f"heatmap must be a non-empty 2-D array, got shape {v.shape}")
+    if not np.isfinite(v).all():
+        raise ValueError("heatmap contains NaN or infinite values")
+    alpha = np.empty(v.shape, np.uint8)
+    rgb = np.empty((*v.shape, 3), np.uint8) if colormap else None
+    for y in range(0, v.shape[0], CHUNK_ROWS):
+        part = np.clip(v[y : y + CHUNK_ROWS].astype(np.float64), 0.0, 1.0)
+        if rgb is not None:
+            rgb[y : y + CHUNK_ROWS] = np.rint(_jet(part) * 255.0)
+        part *= 255.0
+        alpha[y : y + CHUNK_ROWS] = np.rint(part, out=part)
+    image = Image.fromarray(alpha if rgb is None else np.dstack([rgb, alpha]))
     buf = BytesIO()
     image.save(buf, format="PNG")
     return buf.getvalue()

@@ -72,6 +72,23 @@ def test_heatmap_png_round_trip() -> None:
     assert rgba[0, 0, 2] > rgba[0, 0, 0] and rgba[-1, -1, 0] > rgba[-1, -1, 2]  # blue -> red
 
 
+def test_heatmap_png_rounds_tall_maps_block_by_block_as_one() -> None:
+    """Maps taller than one block of rows (``CHUNK_ROWS``) give the whole-map rounding, grey
+    and jet; non-finite and non-2-D maps are refused."""
+    from service.inference.heatmaps import CHUNK_ROWS, _jet
+
+    rng = np.random.default_rng(4)
+    m = (rng.random((2 * CHUNK_ROWS + 3, 9)) * 1.4 - 0.2).astype(np.float32)
+    v = np.clip(m.astype(np.float64), 0.0, 1.0)
+    grey = np.asarray(Image.open(io.BytesIO(heatmap_png(m, colormap=False))))
+    np.testing.assert_array_equal(grey, np.rint(v * 255.0).astype(np.uint8))
+    rgba = np.asarray(Image.open(io.BytesIO(heatmap_png(m, colormap=True))))
+    np.testing.assert_array_equal(rgba[..., :3], np.rint(_jet(v) * 255.0).astype(np.uint8))
+    for bad in (np.zeros((2, 2, 2)), np.zeros((0, 4)), np.array([[0.5, np.nan]])):
+        with pytest.raises(ValueError, match="heatmap"):
+            heatmap_png(bad, colormap=False)
+
+
 def test_parent_maps_mix_own_and_leaf_maps_by_area() -> None:
     from model_export.ssacl import anatomy
     from service.inference.heatmaps import MapRules, with_leaf_maps
