@@ -20,7 +20,7 @@ above migrates an exported folder in place (whatever of the three is still stack
 when the engine with the new graph writes the same reports (text and entities, greedy and
 beam 3) on ``--images`` test phantoms and every ``--real`` image. The manifest records the
 check under ``step_inputs`` (the context, 2026-12-06) and ``step_past`` (the generated keys,
-2026-12-06, night).
+later the same day).
 """
 
 from __future__ import annotations

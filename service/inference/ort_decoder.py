@@ -17,9 +17,10 @@ Two step-graph layouts, told apart by the graph's inputs:
 Both give the same logits (tested); the first moves far less memory per step. Since
 2026-12-06 the shared context may also come as one input per layer slot (``context.0`` ...,
 ``model_export.export.step_inputs``): the graph then no longer copies the context at every
-step, and the engine feeds views of its stacked cache; since 2026-12-06, night the rows' generated
-keys may also come and go per slot (``past.0`` ... in, ``present.0`` ... out): the graph then
-copies them once per step instead of three times, and the engine keeps one array per slot.
+step, and the engine feeds views of its stacked cache. Since the night of 2026-12-06 the
+rows' generated keys may also come and go per slot (``past.0`` ... in, ``present.0`` ...
+out): the graph then copies them once per step instead of three times, and the engine keeps
+one array per slot.
 """
 
 from __future__ import annotations

@@ -94,9 +94,9 @@ def test_stacked_and_per_slot_context_write_the_same_reports(
 def test_stacked_and_per_slot_generated_keys_write_the_same_reports(
     tiny_weights_dir: Path, tiny_slot_context_weights_dir: Path, beam: int
 ) -> None:
-    """Exports since 2026-12-06, night also take and return the rows' generated keys per slot
-    (``past.0`` ... / ``present.0`` ...); the 2026-12-06 ones stacked: same reports, on numpy
-    buffers and on bound ones."""
+    """Exports since the night of 2026-12-06 also take and return the rows' generated keys
+    per slot (``past.0`` ... / ``present.0`` ...); the earlier ones stacked: same reports, on
+    numpy buffers and on bound ones."""
     slots = OrtEngine.from_weights(tiny_weights_dir, provider="cpu", threads=1)
     stacked = OrtEngine.from_weights(tiny_slot_context_weights_dir, provider="cpu", threads=1)
     depth = int(slots.manifest.raw["config"]["decoder"]["depth"])
