@@ -33,14 +33,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from io import BytesIO
 from typing import Any
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
-from PIL import Image
 
 from service.imaging.arrays import as_2d
+from service.imaging.png import encode_png
 from service.inference.types import Box
 
 PARENT_MAPS = ("own", "own-and-leaves")  # rules for a parent node's map (with_leaf_maps)
@@ -366,7 +365,8 @@ def heatmap_png(heatmap: np.ndarray, colormap: bool) -> bytes:
 
     ``colormap=False``: 8-bit grey ("L"). ``colormap=True``: RGBA jet with alpha = value, so the
     PNG overlays the image directly (zero = fully transparent). Values are rounded in float64
-    (``rint(255 * clip(v))``), a block of rows at a time.
+    (``rint(255 * clip(v))``), a block of rows at a time; the file is written by
+    :func:`service.imaging.png.encode_png`.
     """
     v = np.asarray(heatmap)
     if v.ndim != 2 or v.size == 0:
@@ -381,7 +381,4 @@ def heatmap_png(heatmap: np.ndarray, colormap: bool) -> bytes:
             rgb[y : y + CHUNK_ROWS] = np.rint(_jet(part) * 255.0)
         part *= 255.0
         alpha[y : y + CHUNK_ROWS] = np.rint(part, out=part)
-    image = Image.fromarray(alpha if rgb is None else np.dstack([rgb, alpha]))
-    buf = BytesIO()
-    image.save(buf, format="PNG")
-    return buf.getvalue()
+    return encode_png(alpha if rgb is None else np.dstack([rgb, alpha]))
