@@ -26,7 +26,7 @@ later the same day).
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import MutableSequence, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +59,20 @@ def _constant(model: onnx.ModelProto, name: str) -> np.ndarray:
 
 def _axis(node: onnx.NodeProto) -> int:
     return next((int(a.i) for a in node.attribute if a.name == "axis"), 0)
+
+
+def _split_value_info(
+    field: MutableSequence[onnx.ValueInfoProto], stacked: onnx.ValueInfoProto, names: Sequence[str]
+) -> None:
+    """Replace ``stacked`` (S, ...) in a graph's ``input`` or ``output`` list, in place, by one
+    entry per name, each shaped like one slot (...) with the same element type."""
+    shape = [d.dim_param or d.dim_value for d in stacked.type.tensor_type.shape.dim[1:]]
+    elem = stacked.type.tensor_type.elem_type
+    entries = list(field)
+    at = entries.index(stacked)
+    entries[at : at + 1] = [helper.make_tensor_value_info(n, elem, shape) for n in names]
+    del field[:]
+    field.extend(entries)
 
 
 def unstack_input(model: onnx.ModelProto, name: str = STACKED) -> onnx.ModelProto:
@@ -109,14 +123,7 @@ def unstack_input(model: onnx.ModelProto, name: str = STACKED) -> onnx.ModelProt
                         user.input[k] = part_name(name, j)
     if found != set(range(slots)):
         raise ValueError(f"slots read {sorted(found)}, expected 0..{slots - 1}")
-    shape = [d.dim_param or d.dim_value for d in dims[1:]]
-    elem = stacked.type.tensor_type.elem_type
-    parts = [helper.make_tensor_value_info(part_name(name, j), elem, shape) for j in range(slots)]
-    inputs = list(g.input)
-    at = inputs.index(stacked)
-    inputs[at : at + 1] = parts
-    del g.input[:]
-    g.input.extend(inputs)
+    _split_value_info(g.input, stacked, [part_name(name, j) for j in range(slots)])
     prune(g)
     return out
 
@@ -158,15 +165,7 @@ def unstack_output(model: onnx.ModelProto, name: str) -> onnx.ModelProto:
             n.input[k] = renames.get(x, x)
         for k, x in enumerate(n.output):
             n.output[k] = renames.get(x, x)
-    dims = stacked.type.tensor_type.shape.dim
-    shape = [d.dim_param or d.dim_value for d in dims[1:]]
-    elem = stacked.type.tensor_type.elem_type
-    parts = [helper.make_tensor_value_info(v, elem, shape) for v in renames.values()]
-    outputs = list(g.output)
-    at = outputs.index(stacked)
-    outputs[at : at + 1] = parts
-    del g.output[:]
-    g.output.extend(outputs)
+    _split_value_info(g.output, stacked, list(renames.values()))
     prune(g)
     return out
 
