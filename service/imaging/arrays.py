@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 
-def as_2d(array: np.ndarray, name: str) -> np.ndarray:
-    """float64 copy of a finite, non-empty 2-D array, or ValueError naming it ``name``."""
-    a = np.asarray(array, dtype=np.float64)
+def as_2d(array: np.ndarray, name: str, dtype: DTypeLike | None = np.float64) -> np.ndarray:
+    """A finite, non-empty 2-D array as ``dtype`` (default float64; None keeps its own), or
+    ValueError naming it ``name``. Copies only to convert: ``array`` itself when it already
+    has that type."""
+    a = np.asarray(array, dtype=dtype)
     if a.ndim != 2 or a.size == 0:
         raise ValueError(f"{name} must be a non-empty 2-D array, got shape {a.shape}")
     if not np.isfinite(a).all():

@@ -11,19 +11,14 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
+from service.imaging.arrays import as_2d
+
 
 def as_plane(pixels: np.ndarray, name: str = "pixels") -> np.ndarray:
     """A finite, non-empty 2-D image as a C-contiguous float32 array: ``pixels`` itself when it
     already is one, else one converted copy; ValueError naming ``name`` otherwise. The same
     values as ``as_2d(pixels).astype(np.float32)`` without its float64 copy."""
-    a = np.asarray(pixels)
-    if a.dtype != np.float32 or not a.flags.c_contiguous:
-        a = np.ascontiguousarray(a, dtype=np.float32)
-    if a.ndim != 2 or a.size == 0:
-        raise ValueError(f"{name} must be a non-empty 2-D array, got shape {a.shape}")
-    if not np.isfinite(a).all():
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return a
+    return np.ascontiguousarray(as_2d(pixels, name, np.float32))
 
 
 def resize_plane(plane: np.ndarray, size: int) -> np.ndarray:

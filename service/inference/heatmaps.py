@@ -368,11 +368,7 @@ def heatmap_png(heatmap: np.ndarray, colormap: bool) -> bytes:
     (``rint(255 * clip(v))``), a block of rows at a time; the file is written by
     :func:`service.imaging.png.encode_png`.
     """
-    v = np.asarray(heatmap)
-    if v.ndim != 2 or v.size == 0:
-        raise ValueError(f"heatmap must be a non-empty 2-D array, got shape {v.shape}")
-    if not np.isfinite(v).all():
-        raise ValueError("heatmap contains NaN or infinite values")
+    v = as_2d(heatmap, "heatmap", None)  # checked, in its own type (float32: no copy)
     alpha = np.empty(v.shape, np.uint8)
     rgb = np.empty((*v.shape, 3), np.uint8) if colormap else None
     for y in range(0, v.shape[0], CHUNK_ROWS):
