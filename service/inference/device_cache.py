@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import onnxruntime as ort
@@ -54,6 +55,24 @@ def step_outputs(slots: int) -> tuple[str, ...]:
 def is_identity(rows: np.ndarray, n: int) -> bool:
     """Whether ``rows`` keeps all ``n`` rows in order (a reorder that copies nothing)."""
     return len(rows) == n and np.array_equal(rows, np.arange(n))
+
+
+T = TypeVar("T")
+
+
+def take_generated(
+    kv: T | tuple[T, ...],
+    rows: np.ndarray,
+    count: Callable[[T, int], int],
+    take: Callable[[T, np.ndarray, int], T],
+) -> T | tuple[T, ...]:
+    """Rows ``rows`` of a cache's generated keys, numpy arrays or ORT buffers alike: stacked
+    (2 * depth, N, ...) on axis 1, or per slot (N, ...) on axis 0 of each. ``count(value,
+    axis)`` is the size of an axis, ``take(value, rows, axis)`` gathers; nothing is copied
+    when ``rows`` keeps every row in order."""
+    if isinstance(kv, tuple):
+        return kv if is_identity(rows, count(kv[0], 0)) else tuple(take(p, rows, 0) for p in kv)
+    return kv if is_identity(rows, count(kv, 1)) else take(kv, rows, 1)
 
 
 def _rows_per_item(item: np.ndarray) -> int:
@@ -125,16 +144,6 @@ class DeviceCache:
         self._bind_out(b, "out")
         graph.run_with_iobinding(b)
         return b.get_outputs()[0]
-
-    def _take_kv(
-        self, kv: ort.OrtValue | tuple[ort.OrtValue, ...], rows: np.ndarray
-    ) -> ort.OrtValue | tuple[ort.OrtValue, ...]:
-        """Rows ``rows`` of the generated keys (stacked: axis 1; per slot: axis 0 of each)."""
-        if isinstance(kv, tuple):
-            if is_identity(rows, kv[0].shape()[0]):
-                return kv
-            return tuple(self._take(part, rows, axis=0) for part in kv)
-        return kv if is_identity(rows, kv.shape()[1]) else self._take(kv, rows)
 
     def _slots(self, context: ort.OrtValue) -> tuple[ort.OrtValue, ...]:
         """``context[j]`` for each slot j of axis 0, on the device (per-slot graphs; else ())."""
@@ -213,7 +222,7 @@ class DeviceCache:
 
     def reorder(self, c: BoundCache, rows: np.ndarray) -> BoundCache:
         """Keep / duplicate rows (``ort_decoder._reorder_shared``, on the device)."""
-        kv = self._take_kv(c.kv, rows)
+        kv = take_generated(c.kv, rows, lambda v, axis: v.shape()[axis], self._take)
         gather, item = context_plan(c.item[rows], c.context.shape()[1])
         if gather is None:
             return dataclasses.replace(c, item=item, kv=kv, next_pos=c.next_pos[rows])

@@ -43,6 +43,7 @@ from service.inference.device_cache import (
     is_identity,
     past_slots,
     step_outputs,
+    take_generated,
 )
 from service.inference.search import (
     Decoded,
@@ -87,22 +88,11 @@ class _SharedCache:
     next_pos: np.ndarray  # (N,) int64
 
 
-def _take_kv(
-    kv: np.ndarray | tuple[np.ndarray, ...], rows: np.ndarray
-) -> np.ndarray | tuple[np.ndarray, ...]:
-    """Rows ``rows`` of the generated keys, stacked or per slot (no copy for the identity)."""
-    if isinstance(kv, tuple):
-        if is_identity(rows, kv[0].shape[0]):
-            return kv
-        return tuple(np.take(part, rows, axis=0) for part in kv)
-    return kv if is_identity(rows, kv.shape[1]) else np.take(kv, rows, axis=1)
-
-
 def _reorder_shared(c: _SharedCache, rows: np.ndarray) -> _SharedCache:
     """Keep / duplicate rows. Generated keys follow ``rows`` (no copy for the identity); the
     context is re-indexed only when the rows' items change (an image left the batch), and
     falls back to one context per row when the new rows are not K-per-item blocks."""
-    kv = _take_kv(c.kv, rows)
+    kv = take_generated(c.kv, rows, lambda v, axis: v.shape[axis], np.take)
     gather, item = context_plan(c.item[rows], c.context.shape[1])
     if gather is None:
         return _SharedCache(c.context, c.context_mask, item, kv, c.next_pos[rows])
