@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 # One intra-op thread for torch and BLAS in the whole suite (set before they are imported): on
 # 2 shared cores, with uvicorn or Prometheus beside the tests, spinning threads run ~10x slower.
@@ -46,28 +48,40 @@ def tiny_weights_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+def _with_step_graph(
+    src: Path, out: Path, write: Callable[[Path, dict[str, Any]], dict[str, Any]]
+) -> Path:
+    """A copy of the weights folder ``src`` at ``out`` whose ``decoder_step.onnx`` is
+    rewritten by ``write(path, manifest body)``, which returns the graph's manifest entry;
+    the manifest's hashes are renewed."""
+    import json
+    import shutil
+
+    from service.inference.manifest import write_manifest
+
+    shutil.copytree(src, out)
+    body = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    body["graphs"]["decoder_step"] = write(out / "decoder_step.onnx", body)
+    body.pop("files")
+    write_manifest(out, body)
+    return out
+
+
 @pytest.fixture(scope="session")
 def tiny_legacy_weights_dir(
     tiny_weights_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Path:
     """A copy of the tiny weights with the step graph re-exported in the per-row layout of
     weights made before 2026-12-02 (``graphs.export_legacy_step``), manifest renewed."""
-    import json
-    import shutil
-
     from model_export.checkpoint import load_model
     from model_export.export.graphs import export_legacy_step
-    from service.inference.manifest import write_manifest
 
-    out = tmp_path_factory.mktemp("legacy") / "weights"
-    shutil.copytree(tiny_weights_dir, out)
-    body = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
     model = load_model(tiny_weights_dir.parent / "tiny.pt").model
-    io = export_legacy_step(model, out / "decoder_step.onnx", int(body["opset"]))
-    body["graphs"]["decoder_step"] = io.as_dict()
-    body.pop("files")
-    write_manifest(out, body)
-    return out
+    return _with_step_graph(
+        tiny_weights_dir,
+        tmp_path_factory.mktemp("legacy") / "weights",
+        lambda path, body: export_legacy_step(model, path, int(body["opset"])).as_dict(),
+    )
 
 
 @pytest.fixture(scope="session")
@@ -76,23 +90,16 @@ def tiny_stacked_weights_dir(
 ) -> Path:
     """A copy of the tiny weights with the step graph re-exported with the stacked
     ``context`` input of weights made from 2026-12-02 until ``export.step_inputs``."""
-    import json
-    import shutil
-
     from model_export.checkpoint import load_model
     from model_export.export import graphs as G
-    from service.inference.manifest import write_manifest
 
-    out = tmp_path_factory.mktemp("stacked") / "weights"
-    shutil.copytree(tiny_weights_dir, out)
-    body = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
     model = load_model(tiny_weights_dir.parent / "tiny.pt").model
     spec = G.step_spec(model, model.cfg.decoder, model.cfg.prefix_len)
-    io = G.export_spec(spec, out / "decoder_step.onnx", int(body["opset"]))
-    body["graphs"]["decoder_step"] = io.as_dict()
-    body.pop("files")
-    write_manifest(out, body)
-    return out
+    return _with_step_graph(
+        tiny_weights_dir,
+        tmp_path_factory.mktemp("stacked") / "weights",
+        lambda path, body: G.export_spec(spec, path, int(body["opset"])).as_dict(),
+    )
 
 
 @pytest.fixture(scope="session")
@@ -102,21 +109,15 @@ def tiny_slot_context_weights_dir(
     """A copy of the tiny weights whose step graph takes the context per slot but the
     generated keys stacked (``past`` in, ``present`` out): weights migrated by
     ``export.step_inputs`` on 2026-12-06, before it also split the generated keys."""
-    import json
-    import shutil
-
     import onnx
 
     from model_export.export.step_inputs import unstack_input
-    from service.inference.manifest import write_manifest
 
-    out = tmp_path_factory.mktemp("slot_context") / "weights"
-    shutil.copytree(tiny_stacked_weights_dir, out)
-    step = out / "decoder_step.onnx"
-    model = unstack_input(onnx.load(str(step)), "context")
-    onnx.save(model, str(step))
-    body = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
-    body["graphs"]["decoder_step"]["inputs"] = [i.name for i in model.graph.input]
-    body.pop("files")
-    write_manifest(out, body)
-    return out
+    def write(path: Path, body: dict[str, Any]) -> dict[str, Any]:
+        model = unstack_input(onnx.load(str(path)), "context")
+        onnx.save(model, str(path))
+        return {**body["graphs"]["decoder_step"], "inputs": [i.name for i in model.graph.input]}
+
+    return _with_step_graph(
+        tiny_stacked_weights_dir, tmp_path_factory.mktemp("slot_context") / "weights", write
+    )

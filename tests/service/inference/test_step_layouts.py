@@ -4,6 +4,7 @@ image leaves the batch."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -74,39 +75,36 @@ def test_both_layouts_write_the_same_reports(
     _assert_same_reports(new, old, beam, images=3, seed=3)
 
 
+@pytest.mark.parametrize(
+    ("older", "count", "seed"),
+    [
+        ("tiny_stacked_weights_dir", context_slots, 7),  # context stacked (2026-12-02)
+        ("tiny_slot_context_weights_dir", past_slots, 11),  # generated keys stacked (12-06)
+    ],
+)
 @pytest.mark.parametrize("beam", [1, 3])
-def test_stacked_and_per_slot_context_write_the_same_reports(
-    tiny_weights_dir: Path, tiny_stacked_weights_dir: Path, beam: int
+def test_stacked_and_per_slot_caches_write_the_same_reports(
+    tiny_weights_dir: Path,
+    request: pytest.FixtureRequest,
+    older: str,
+    count: Callable[[ort.InferenceSession], int | None],
+    seed: int,
+    beam: int,
 ) -> None:
-    """Exports since 2026-12-06 take the context per layer slot (``context.0`` ...), the
-    2026-12-02 ones stacked: same reports, on numpy buffers and on bound ones."""
+    """Exports since 2026-12-06 take the context per layer slot (``context.0`` ...), since
+    the night of 2026-12-06 also the rows' generated keys (``past.0`` ... in, ``present.0``
+    ... out); the older layouts stacked: same reports, on numpy buffers and on bound ones,
+    either side bound."""
+    old_dir = request.getfixturevalue(older)
     slots = OrtEngine.from_weights(tiny_weights_dir, provider="cpu", threads=1)
-    stacked = OrtEngine.from_weights(tiny_stacked_weights_dir, provider="cpu", threads=1)
+    stacked = OrtEngine.from_weights(old_dir, provider="cpu", threads=1)
     depth = int(slots.manifest.raw["config"]["decoder"]["depth"])
-    assert context_slots(slots.sessions["decoder_step"]) == 2 * depth
-    assert context_slots(stacked.sessions["decoder_step"]) == 0
-    _assert_same_reports(slots, stacked, beam, images=3, seed=7)
-    bound = OrtEngine.from_weights(tiny_weights_dir, provider="cpu", threads=1, io_binding=True)
-    _assert_same_reports(bound, stacked, beam, images=3, seed=7)
-
-
-@pytest.mark.parametrize("beam", [1, 3])
-def test_stacked_and_per_slot_generated_keys_write_the_same_reports(
-    tiny_weights_dir: Path, tiny_slot_context_weights_dir: Path, beam: int
-) -> None:
-    """Exports since the night of 2026-12-06 also take and return the rows' generated keys
-    per slot (``past.0`` ... / ``present.0`` ...); the earlier ones stacked: same reports, on
-    numpy buffers and on bound ones."""
-    slots = OrtEngine.from_weights(tiny_weights_dir, provider="cpu", threads=1)
-    stacked = OrtEngine.from_weights(tiny_slot_context_weights_dir, provider="cpu", threads=1)
-    depth = int(slots.manifest.raw["config"]["decoder"]["depth"])
-    assert past_slots(slots.sessions["decoder_step"]) == 2 * depth
-    assert past_slots(stacked.sessions["decoder_step"]) == 0
-    _assert_same_reports(slots, stacked, beam, images=3, seed=11)
-    bound = OrtEngine.from_weights(
-        tiny_slot_context_weights_dir, provider="cpu", threads=1, io_binding=True
-    )
-    _assert_same_reports(bound, slots, beam, images=3, seed=11)
+    assert count(slots.sessions["decoder_step"]) == 2 * depth
+    assert count(stacked.sessions["decoder_step"]) == 0
+    _assert_same_reports(slots, stacked, beam, images=3, seed=seed)
+    for bound_dir, other in ((tiny_weights_dir, stacked), (old_dir, slots)):
+        bound = OrtEngine.from_weights(bound_dir, provider="cpu", threads=1, io_binding=True)
+        _assert_same_reports(bound, other, beam, images=3, seed=seed)
 
 
 @pytest.mark.parametrize("beam", [1, 3])
