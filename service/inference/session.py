@@ -132,8 +132,8 @@ def _probe_model() -> bytes:
 def gather_model(elem_type: int = 1, axis: int = 1) -> bytes:
     """A serialised ONNX model of one ``Gather`` node on ``axis`` (>= 0): ``data`` (any rank,
     ONNX ``elem_type``: 1 float, 10 float16) and ``indices`` int64 -> ``out``; reorders a KV
-    cache's rows (axis 1, indices (n,)) or takes one layer of it (axis 0, a 0-d index) inside
-    ONNX Runtime (``inference.device_cache``)."""
+    cache's rows (axis 1, indices (n,)), the rows of one per-slot part (axis 0, indices (n,)) or
+    one layer of it (axis 0, a 0-d index) inside ONNX Runtime (``inference.device_cache``)."""
 
     def value(name: bytes, elem: int) -> bytes:
         return _field(1, name) + _field(2, _field(1, _field(1, elem)))  # no shape: any rank
