@@ -153,11 +153,14 @@ def _specs(model: SSACLModel) -> dict[str, _Spec]:
 
 
 def export_all(model: SSACLModel, out: Path, opset: int) -> dict[str, GraphIO]:
-    """Write encoder, decoder prefill/step and text-encoder graphs to ``out``; the step
-    graph takes and returns its caches as one tensor per layer slot (``export.step_inputs``)."""
+    """Write encoder, decoder prefill/step and text-encoder graphs to ``out``; the encoder
+    has no NaN guards (``export.encoder_guards``), the step graph takes and returns its caches
+    as one tensor per layer slot (``export.step_inputs``)."""
+    from model_export.export.encoder_guards import drop_file
     from model_export.export.step_inputs import unstack_file
 
     io = {key: export_spec(sp, out / FILES[key], opset) for key, sp in _specs(model).items()}
+    drop_file(out / io["encoder"].file)
     step = io["decoder_step"]
     io["decoder_step"] = GraphIO(step.file, *unstack_file(out / step.file))
     return io
