@@ -39,7 +39,8 @@ API_VERSION = "1.0.0"
 
 def default_engine_factory(settings: Settings) -> Engine:
     """The ONNX Runtime engine on ``settings.weights_dir`` (verifies the manifest SHA-256, and
-    its signature when ``CXR_MANIFEST_PUBLIC_KEY`` is set)."""
+    its signature when ``CXR_MANIFEST_PUBLIC_KEY`` is set); with ``CXR_SHARE_CORES`` a second,
+    one-thread engine beside it (``service.inference.core_sharing``)."""
     from service.inference.engine import OrtEngine
     from service.inference.manifest import WeightsError
     from service.inference.manifest_signature import signed_manifest_sha256
@@ -53,7 +54,16 @@ def default_engine_factory(settings: Settings) -> Engine:
     )
     if signed is not None and engine.manifest.sha256 != signed:  # replaced while loading
         raise WeightsError("manifest.json changed after its signature was checked; restart")
-    return engine
+    if not settings.share_cores:
+        return engine
+    from service.inference.core_sharing import CoreSharingEngine
+
+    narrow = OrtEngine.from_weights(
+        settings.weights_dir, provider=settings.provider, threads=1, decoder_threads=1
+    )
+    if narrow.manifest.sha256 != engine.manifest.sha256:  # replaced between the two loads
+        raise WeightsError("manifest.json changed while the engines were loading; restart")
+    return CoreSharingEngine(engine, narrow)
 
 
 def create_app(

@@ -50,6 +50,9 @@ class Settings(BaseSettings):
 
     # --- bounded work and micro-batching ---
     max_concurrency: int = Field(default=1, ge=1, le=64)  # engine batches at once (threads)
+    # with max_concurrency >= 2: a call that starts alone runs on intra_op_threads, one that
+    # starts beside another on one thread (service.inference.core_sharing; weights loaded twice)
+    share_cores: bool = False
     queue_size: int = Field(default=16, ge=1, le=10_000)  # requests waiting for the engine
     # wait up to this long for more requests to fill a batch; 0 = never wait
     batch_window_ms: float = Field(default=10.0, ge=0, le=1000)
@@ -109,6 +112,8 @@ class Settings(BaseSettings):
             raise ValueError("CXR_AUTH_ENABLED=true needs at least one key in CXR_API_KEYS")
         if any(len(k) < 16 or not k.isprintable() or " " in k for k in keys):
             raise ValueError("each API key must be 16+ printable characters without spaces")
+        if self.share_cores and self.max_concurrency < 2:
+            raise ValueError("CXR_SHARE_CORES=true needs CXR_MAX_CONCURRENCY >= 2 (e.g. the cores)")
         if self.default_max_new_tokens > self.max_new_tokens_limit:
             raise ValueError(
                 f"default_max_new_tokens ({self.default_max_new_tokens}) exceeds "
