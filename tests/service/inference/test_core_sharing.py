@@ -113,3 +113,21 @@ def test_the_app_shares_cores_on_real_weights(
         assert r.status_code == 200, r.text
         assert r.json()["findings"] or r.json()["impression"]
         assert sum(engine.calls.values()) >= 1
+
+
+def test_wide_and_narrow_engines_write_the_same_reports(
+    tiny_weights_dir: Path, chest_image: Callable[..., np.ndarray]
+) -> None:
+    """Which engine serves a call must not change its report: ORT's kernels split work across
+    threads by output block, so one thread and two give the same numbers (the shipped weights:
+    identical on 17 images and 4 batches of four, ``docs/PERFORMANCE.md``)."""
+    from service.inference.engine import OrtEngine
+
+    wide = OrtEngine.from_weights(tiny_weights_dir, provider="cpu", threads=2, decoder_threads=2)
+    narrow = OrtEngine.from_weights(tiny_weights_dir, provider="cpu", threads=1, decoder_threads=1)
+    images = [chest_image(96, 80, seed) for seed in range(3)]
+    for beam in (1, 3):
+        opts = GenerateOptions(beam_size=beam, max_new_tokens=30)
+        for a, b in zip(wide.generate(images, opts), narrow.generate(images, opts), strict=True):
+            assert (a.text, a.entities) == (b.text, b.entities)
+            assert [s.box for s in a.sentences] == [s.box for s in b.sentences]
