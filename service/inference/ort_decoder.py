@@ -25,7 +25,6 @@ one array per slot.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -93,7 +92,10 @@ def _reorder_shared(c: _SharedCache, rows: np.ndarray) -> _SharedCache:
     context is re-indexed only when the rows' items change (an image left the batch), and
     falls back to one context per row when the new rows are not K-per-item blocks."""
     kv = take_generated(c.kv, rows, lambda v, axis: v.shape[axis], np.take)
-    gather, item = context_plan(c.item[rows], c.context.shape[1])
+    item = c.item[rows]
+    if np.array_equal(item, c.item):  # rows moved within their items (beams): same context
+        return _SharedCache(c.context, c.context_mask, c.item, kv, c.next_pos[rows])
+    gather, item = context_plan(item, c.context.shape[1])
     if gather is None:
         return _SharedCache(c.context, c.context_mask, item, kv, c.next_pos[rows])
     context, mask = np.take(c.context, gather, axis=1), c.context_mask[gather]
@@ -191,6 +193,8 @@ class OrtDecoder:
         generated keys as one array per slot."""
         slots, past = context_slots(sess), past_slots(sess)
         outputs = step_outputs(past)
+        context_names = [f"context.{j}" for j in range(slots or 0)]
+        past_names = [f"past.{j}" for j in range(past)]
 
         def step(tokens: np.ndarray, c: _SharedCache) -> tuple[np.ndarray, _SharedCache]:
             feeds = {
@@ -199,16 +203,16 @@ class OrtDecoder:
                 "context_mask": c.context_mask,
             }
             if slots:
-                feeds |= {f"context.{j}": c.context[j] for j in range(slots)}
+                feeds.update(zip(context_names, c.context, strict=True))
             else:
                 feeds["context"] = c.context
             if isinstance(c.kv, tuple):
-                feeds |= {f"past.{j}": part for j, part in enumerate(c.kv)}
+                feeds.update(zip(past_names, c.kv, strict=True))
             else:
                 feeds["past"] = c.kv
             logits, *present = run(sess, outputs, feeds)
             kv = tuple(present) if past else present[0]
-            return logits, dataclasses.replace(c, kv=kv, next_pos=c.next_pos + 1)
+            return logits, _SharedCache(c.context, c.context_mask, c.item, kv, c.next_pos + 1)
 
         return step
 

@@ -21,6 +21,7 @@ hypothesis (HF ``early_stopping=False``).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
@@ -57,8 +58,10 @@ class Decoded:
 
 def log_softmax(x: np.ndarray) -> np.ndarray:
     """Row-wise log-softmax of (N, V) logits, float64."""
-    z = x.astype(np.float64) - x.max(axis=-1, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))  # type: ignore[no-any-return]
+    z = x.astype(np.float64)
+    z -= x.max(axis=-1, keepdims=True)
+    z -= np.log(np.exp(z).sum(axis=-1, keepdims=True))
+    return z
 
 
 def chosen_probs(logits: np.ndarray, tokens: np.ndarray) -> np.ndarray:
@@ -98,15 +101,17 @@ def top_candidates(scores: np.ndarray, n: int) -> np.ndarray:
 def apply_repetition_penalty(
     scores: np.ndarray, history: list[list[int]], penalty: float
 ) -> np.ndarray:
-    """Penalise already generated tokens: (N, V) scores -> new (N, V) array (CTRL rule)."""
+    """Penalise already generated tokens: (N, V) scores -> new (N, V) array (CTRL rule).
+
+    All rows at once: a token generated twice is written twice with the same value (each
+    write reads the unpenalised ``scores``), so it is penalised once."""
     if penalty == 1.0 or not any(history):
         return scores
+    rows = np.repeat(np.arange(len(history)), [len(toks) for toks in history])
+    toks = np.fromiter(itertools.chain.from_iterable(history), np.int64, count=len(rows))
+    v = scores[rows, toks]
     out = scores.copy()
-    for i, toks in enumerate(history):
-        if toks:
-            idx = np.fromiter(set(toks), dtype=np.int64)  # distinct ids, any order
-            v = out[i, idx]
-            out[i, idx] = np.where(v > 0, v / penalty, v * penalty)
+    out[rows, toks] = np.where(v > 0, v / penalty, v * penalty)
     return out
 
 
@@ -181,7 +186,11 @@ def _select(
     k, v = p.beam_size, logits.shape[-1]
     raw_lp = log_softmax(logits)  # the model's own log-probs, before any processing
     lp = apply_repetition_penalty(raw_lp, st.toks, p.repetition_penalty)
-    lp = _mask_eos(lp, p.eos_id, t, p) + st.scores[:, None]
+    if lp is raw_lp:  # no penalty applied: the edits below must not reach raw_lp
+        lp = raw_lp.copy()
+    if t < p.min_new_tokens:  # as _mask_eos, in place
+        lp[:, p.eos_id] = NEG_INF
+    lp += st.scores[:, None]
     parents: list[int] = []
     tokens: list[int] = []
     new_scores: list[float] = []

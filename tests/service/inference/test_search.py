@@ -127,6 +127,20 @@ def test_repetition_penalty_rule() -> None:
     np.testing.assert_allclose(s, [[2.0, -2.0, 1.0]])  # input untouched
 
 
+def test_repetition_penalty_of_many_rows_equals_the_rule_row_by_row() -> None:
+    """Rows with repeats, an empty history among them: each distinct generated token of a row
+    is penalised once, and nothing else changes."""
+    rng = np.random.default_rng(3)
+    scores = rng.normal(size=(4, 50)).astype(np.float32)
+    history = [[3, 3, 7, 49, 3], [], [0], [12, 40, 12, 41, 0, 0]]
+    want = scores.copy()
+    for i, toks in enumerate(history):
+        for t in set(toks):
+            v = scores[i, t]
+            want[i, t] = v / 1.7 if v > 0 else v * 1.7
+    assert np.array_equal(apply_repetition_penalty(scores, history, 1.7), want)
+
+
 def test_top_candidates_equal_a_stable_full_sort() -> None:
     from service.inference.search import top_candidates
 
