@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from service.inference.core_sharing import CoreSharingEngine
 from service.inference.types import Engine
 from service.memory_limit import export_memory_limit
 from service.metrics import build_metrics
@@ -56,8 +57,6 @@ def default_engine_factory(settings: Settings) -> Engine:
         raise WeightsError("manifest.json changed after its signature was checked; restart")
     if not settings.share_cores:
         return engine
-    from service.inference.core_sharing import CoreSharingEngine
-
     narrow = OrtEngine.from_weights(
         settings.weights_dir, provider=settings.provider, threads=1, decoder_threads=1
     )
@@ -124,6 +123,11 @@ async def _load(state: AppState, factory: EngineFactory) -> None:
         state.load_error = type(exc).__name__
         log.error("model load failed", exc_info=True, extra={"error": type(exc).__name__})
         return
+    if isinstance(engine, CoreSharingEngine):
+        counter = state.metrics.engine_calls
+        for name in ("wide", "narrow"):
+            counter.labels(engine=name)  # exported at 0 from the start
+        engine.on_call = lambda name: counter.labels(engine=name).inc()
     batcher = MicroBatcher(engine, _batch_config(state.settings), state.metrics)
     await batcher.start()
     state.engine, state.batcher = engine, batcher

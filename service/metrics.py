@@ -71,6 +71,7 @@ class Metrics:
     rejected: Counter  # cxr_rejected_requests_total{reason}
     memory_limit: Gauge  # cxr_memory_limit_bytes{source}
     ready: Gauge  # cxr_ready (1 when weights are loaded, verified and warm)
+    engine_calls: Counter  # cxr_engine_calls_total{engine}, with CXR_SHARE_CORES only
     model_info: Info  # cxr_model_info{name,version,provider,weights_sha256}
 
 
@@ -103,6 +104,9 @@ _SPECS: dict[str, tuple[type, str, str, tuple[str, ...], tuple[float, ...] | Non
               None),
     "model_info": (Info, "model", "Model name, version, execution provider and weights hash.", (),
                    None),
+    "engine_calls": (Counter, "engine_calls",
+                     "Engine calls by the engine that ran them (CXR_SHARE_CORES: wide = all "
+                     "cores, narrow = one thread).", ("engine",), None),
 }  # fmt: skip
 
 

@@ -36,7 +36,8 @@ class CoreSharingEngine:
         self.wide, self.narrow = wide, narrow
         self._lock = threading.Lock()
         self._running = 0
-        self.calls = {"wide": 0, "narrow": 0}  # calls served by each, for logs and tests
+        self.calls = {"wide": 0, "narrow": 0}  # calls served by each
+        self.on_call: Callable[[str], None] | None = None  # told "wide" / "narrow" per call
 
     @contextmanager
     def _engine(self) -> Iterator[Engine]:
@@ -45,6 +46,8 @@ class CoreSharingEngine:
             name = "wide" if self._running == 0 else "narrow"
             self._running += 1
             self.calls[name] += 1
+        if self.on_call is not None:
+            self.on_call(name)
         try:
             yield self.wide if name == "wide" else self.narrow
         finally:

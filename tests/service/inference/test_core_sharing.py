@@ -56,10 +56,12 @@ OPTS = GenerateOptions()
 
 def test_lone_calls_run_on_the_wide_engine() -> None:
     engine, _, _, log = _pair()
+    told: list[str] = []
+    engine.on_call = told.append
     for _ in range(3):
         assert engine.generate([IMG], OPTS) == ["wide"]
     assert engine.ground(IMG, ["right lung", "left lung"]) == ["wide", "wide"]
-    assert log == ["wide"] * 4 and engine.calls == {"wide": 4, "narrow": 0}
+    assert log == told == ["wide"] * 4 and engine.calls == {"wide": 4, "narrow": 0}
     assert engine.model_facts == {"name": "wide"} and engine.provider == "wide-provider"
     assert engine.anatomy_graph == {"graph": "wide"}
 
@@ -112,7 +114,10 @@ def test_the_app_shares_cores_on_real_weights(
         r = c.post("/v1/report", files={"file": ("x.png", png, "image/png")})
         assert r.status_code == 200, r.text
         assert r.json()["findings"] or r.json()["impression"]
-        assert sum(engine.calls.values()) >= 1
+        assert engine.calls == {"wide": 1, "narrow": 0}  # one lone call (warm-ups not counted)
+        text = c.get("/metrics").text
+        assert 'cxr_engine_calls_total{engine="wide"} 1.0' in text
+        assert 'cxr_engine_calls_total{engine="narrow"} 0.0' in text
 
 
 def test_wide_and_narrow_engines_write_the_same_reports(
