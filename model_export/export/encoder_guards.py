@@ -22,11 +22,7 @@ their graphs.
 
 from __future__ import annotations
 
-import datetime as dt
-import json
-import shutil
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -105,7 +101,8 @@ def drop_file(path: Path) -> int:
 
 def encoder_outputs_equal(old: Path, new: Path, images: list[np.ndarray]) -> dict[str, Any]:
     """Every ``OrtEngine.encode`` output of the two folders on each image alone and on the
-    first four as one batch: how many calls gave bit-identical arrays."""
+    first four as one batch: how many calls gave bit-identical arrays. Raises ValueError
+    unless all did."""
     from service.inference.engine import OrtEngine
 
     a = OrtEngine.from_weights(old, provider="cpu")
@@ -120,37 +117,28 @@ def encoder_outputs_equal(old: Path, new: Path, images: list[np.ndarray]) -> dic
             or (x is not None and y is not None and np.array_equal(x, y, equal_nan=True))
             for x, y in pairs
         )
-    return {"calls": len(calls), "identical": same}
+    check = {"calls": len(calls), "identical": same}
+    if same != len(calls):
+        raise ValueError(f"the encoder without its guards changes outputs: {check}")
+    return check
 
 
 def migrate(weights: Path, images: int, real: Sequence[Path]) -> dict[str, Any]:
     """Drop the NaN guards of ``weights``' default encoder (module docstring); returns the check
     recorded in the manifest. Raises ValueError when refused."""
-    from model_export.export.step_migration import check_images
-    from service.inference.manifest import write_manifest
+    from model_export.export.step_migration import swap_graph
 
-    if (weights / "manifest.sig").exists():
-        raise ValueError("signed weights: migrate an unsigned copy, then sign it again")
-    body = json.loads((weights / "manifest.json").read_text(encoding="utf-8"))
-    file = body["graphs"]["encoder"]["file"]
-    with tempfile.TemporaryDirectory() as tmp:
-        new = Path(tmp) / "weights"
-        shutil.copytree(weights, new)
-        removed = drop_file(new / file)
-        if not removed:
-            raise ValueError(f"{file} has no NaN guard to drop")
-        body.pop("files", None)
-        write_manifest(new, body)
-        size = int(body["input"]["size"])
-        check = {"removed": removed}
-        check |= encoder_outputs_equal(weights, new, check_images(images, size, real))
-        if check["identical"] != check["calls"]:
-            raise ValueError(f"the encoder without its guards changes outputs: {check}")
-        shutil.copyfile(new / file, weights / file)
-    record = check | {"date": dt.date.today().isoformat()}
-    body[RECORD] = record
-    write_manifest(weights, body)
-    return record
+    found: dict[str, Any] = {}  # the rewrite's count, recorded with the check
+
+    def rewrite(path: Path, body: dict[str, Any]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        found["removed"] = drop_file(path)
+        if not found["removed"]:
+            raise ValueError(f"{path.name} has no NaN guard to drop")
+        entry = body["graphs"]["encoder"]
+        return tuple(entry["inputs"]), tuple(entry["outputs"])
+
+    return swap_graph(weights, "encoder", rewrite, encoder_outputs_equal, RECORD, images, real,
+                      found)  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:

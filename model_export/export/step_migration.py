@@ -138,42 +138,70 @@ def same_reports(old: Path, new: Path, images: list[np.ndarray]) -> dict[str, An
     return out
 
 
-def swap_step_graph(
+#: ``rewrite(path, body)``: writes a graph's new version at ``path`` (the manifest ``body`` at
+#: hand), returns its input and output names; raises ValueError to refuse
+Rewrite = Callable[[Path, dict[str, Any]], tuple[tuple[str, ...], tuple[str, ...]]]
+#: ``verify(old_dir, new_dir, images)``: the check to record; raises ValueError on a change
+Verify = Callable[[Path, Path, list[np.ndarray]], dict[str, Any]]
+
+
+def swap_graph(
     weights: Path,
-    rewrite: Callable[[Path, dict[str, Any]], tuple[tuple[str, ...], tuple[str, ...]]],
+    key: str,
+    rewrite: Rewrite,
+    verify: Verify,
     record: str,
     images: int,
     real: Sequence[Path],
     extra: dict[str, Any],
 ) -> dict[str, Any]:
-    """Replace ``weights``' step graph by ``rewrite(path, body)`` (which writes the new graph
-    at ``path`` and returns its input and output names) only when the engine's reports stay
-    identical on the check images; record the check (plus ``extra``) under ``record`` in the
-    manifest.
+    """Replace ``weights``' graph ``key`` (of the manifest's ``graphs``) by ``rewrite``'s, on a
+    copy first: only when ``verify`` passes on the check images (:func:`check_images`) is the
+    new file copied in; the check (plus ``extra``, read after the rewrite) is recorded under
+    ``record`` in the manifest, whose hashes are renewed.
 
-    Refuses signed folders. Raises ValueError when refused or when a report changes.
+    Refuses signed folders. Raises ValueError when refused or when ``verify`` finds a change.
     """
     if (weights / "manifest.sig").exists():
         raise ValueError("signed weights: migrate an unsigned copy, then sign it again")
     body = json.loads((weights / "manifest.json").read_text(encoding="utf-8"))
-    step = body["graphs"]["decoder_step"]
+    entry = body["graphs"][key]
     with tempfile.TemporaryDirectory() as tmp:
         new = Path(tmp) / "weights"
         shutil.copytree(weights, new)
-        inputs, outputs = rewrite(new / step["file"], body)
-        body["graphs"]["decoder_step"] = {**step, "inputs": list(inputs), "outputs": list(outputs)}
+        inputs, outputs = rewrite(new / entry["file"], body)
+        body["graphs"][key] = {**entry, "inputs": list(inputs), "outputs": list(outputs)}
         body.pop("files", None)
         write_manifest(new, body)
         size = int(body["input"]["size"])
-        check = same_reports(weights, new, check_images(images, size, real))
+        check = verify(weights, new, check_images(images, size, real))
         check |= extra | {"date": dt.date.today().isoformat()}
-        total = check["images"]
-        if check["beam1_identical"] != total or check["beam3_identical"] != total:
-            raise ValueError(f"the new step graph changes reports: {check}")
-        shutil.copyfile(new / step["file"], weights / step["file"])
+        shutil.copyfile(new / entry["file"], weights / entry["file"])
     body[record] = check
     write_manifest(weights, body)
     return check
+
+
+def _reports_kept(old: Path, new: Path, images: list[np.ndarray]) -> dict[str, Any]:
+    """:func:`same_reports`, raising ValueError unless every report is identical."""
+    check = same_reports(old, new, images)
+    total = check["images"]
+    if check["beam1_identical"] != total or check["beam3_identical"] != total:
+        raise ValueError(f"the new step graph changes reports: {check}")
+    return check
+
+
+def swap_step_graph(
+    weights: Path,
+    rewrite: Rewrite,
+    record: str,
+    images: int,
+    real: Sequence[Path],
+    extra: dict[str, Any],
+) -> dict[str, Any]:
+    """:func:`swap_graph` of ``decoder_step``, kept only when the engine's reports (text and
+    entities, greedy and beam 3) stay identical on the check images."""
+    return swap_graph(weights, "decoder_step", rewrite, _reports_kept, record, images, real, extra)
 
 
 def migrate(weights: Path, images: int, real: Sequence[Path]) -> dict[str, Any]:
