@@ -75,6 +75,20 @@ def _split_value_info(
     field.extend(entries)
 
 
+def _copy_with(
+    model: onnx.ModelProto, name: str, kind: str
+) -> tuple[onnx.ModelProto, onnx.ValueInfoProto]:
+    """A copy of ``model`` and its graph ``kind`` ("input" or "output") named ``name``;
+    ValueError when the graph has none."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    field = out.graph.input if kind == "input" else out.graph.output
+    found = next((v for v in field if v.name == name), None)
+    if found is None:
+        raise ValueError(f"the graph has no {kind} {name!r}")
+    return out, found
+
+
 def unstack_input(model: onnx.ModelProto, name: str = STACKED) -> onnx.ModelProto:
     """A copy of ``model`` whose input ``name`` (S, ...) is replaced by S inputs ``name.j``
     (...), one per slot of axis 0.
@@ -84,12 +98,8 @@ def unstack_input(model: onnx.ModelProto, name: str = STACKED) -> onnx.ModelProt
     writes ``context[2 * layer + k]``; anything else raises ValueError. Nodes left unused are
     dropped.
     """
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
+    out, stacked = _copy_with(model, name, "input")
     g = out.graph
-    stacked = next((i for i in g.input if i.name == name), None)
-    if stacked is None:
-        raise ValueError(f"the graph has no input {name!r}")
     dims = stacked.type.tensor_type.shape.dim
     if not dims or not dims[0].HasField("dim_value"):
         raise ValueError(f"{name!r} needs a fixed first axis (the stacked slots)")
@@ -136,12 +146,8 @@ def unstack_output(model: onnx.ModelProto, name: str) -> onnx.ModelProto:
     the exporter writes ``torch.stack``; the tensors they unsqueeze become the outputs
     (renamed, no copy). Anything else raises ValueError. Nodes left unused are dropped.
     """
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
+    out, stacked = _copy_with(model, name, "output")
     g = out.graph
-    stacked = next((o for o in g.output if o.name == name), None)
-    if stacked is None:
-        raise ValueError(f"the graph has no output {name!r}")
     producer = {o: n for n in g.node for o in n.output}
     cat = producer.get(name)
     if cat is None or cat.op_type != "Concat" or _axis(cat) != 0:
