@@ -115,9 +115,13 @@ def apply_repetition_penalty(
     return out
 
 
-def _mask_eos(scores: np.ndarray, eos_id: int, n_done: int, p: SearchParams) -> np.ndarray:
+def _mask_eos(
+    scores: np.ndarray, eos_id: int, n_done: int, p: SearchParams, copy: bool = True
+) -> np.ndarray:
+    """EOS forbidden before ``min_new_tokens``: ``scores`` with its EOS column at NEG_INF, a
+    copy unless ``copy`` is False (then ``scores`` itself is written)."""
     if n_done < p.min_new_tokens:
-        scores = scores.copy()
+        scores = scores.copy() if copy else scores
         scores[:, eos_id] = NEG_INF
     return scores
 
@@ -188,8 +192,7 @@ def _select(
     lp = apply_repetition_penalty(raw_lp, st.toks, p.repetition_penalty)
     if lp is raw_lp:  # no penalty applied: the edits below must not reach raw_lp
         lp = raw_lp.copy()
-    if t < p.min_new_tokens:  # as _mask_eos, in place
-        lp[:, p.eos_id] = NEG_INF
+    lp = _mask_eos(lp, p.eos_id, t, p, copy=False)
     lp += st.scores[:, None]
     parents: list[int] = []
     tokens: list[int] = []
