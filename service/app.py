@@ -17,7 +17,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from service.inference.core_sharing import CoreSharingEngine
+from service.inference.core_sharing import ENGINES, CoreSharingEngine
 from service.inference.types import Engine
 from service.memory_limit import export_memory_limit
 from service.metrics import build_metrics
@@ -125,7 +125,7 @@ async def _load(state: AppState, factory: EngineFactory) -> None:
         return
     if isinstance(engine, CoreSharingEngine):
         counter = state.metrics.engine_calls
-        for name in ("wide", "narrow"):
+        for name in ENGINES:
             counter.labels(engine=name)  # exported at 0 from the start
         engine.on_call = lambda name: counter.labels(engine=name).inc()
     batcher = MicroBatcher(engine, _batch_config(state.settings), state.metrics)

@@ -26,6 +26,7 @@ import numpy as np
 from service.inference.types import Engine, GenerateOptions, Grounding, Report
 
 T = TypeVar("T")
+ENGINES = ("wide", "narrow")  # the names ``CoreSharingEngine.on_call`` is told
 
 
 class CoreSharingEngine:
@@ -36,20 +37,18 @@ class CoreSharingEngine:
         self.wide, self.narrow = wide, narrow
         self._lock = threading.Lock()
         self._running = 0
-        self.calls = {"wide": 0, "narrow": 0}  # calls served by each
-        self.on_call: Callable[[str], None] | None = None  # told "wide" / "narrow" per call
+        self.on_call: Callable[[str], None] | None = None  # told the engine of each call
 
     @contextmanager
     def _engine(self) -> Iterator[Engine]:
         """The wide engine when no other call runs, else the narrow one, for one call."""
         with self._lock:
-            name = "wide" if self._running == 0 else "narrow"
+            name = ENGINES[0] if self._running == 0 else ENGINES[1]
             self._running += 1
-            self.calls[name] += 1
         if self.on_call is not None:
             self.on_call(name)
         try:
-            yield self.wide if name == "wide" else self.narrow
+            yield self.wide if name == ENGINES[0] else self.narrow
         finally:
             with self._lock:
                 self._running -= 1
