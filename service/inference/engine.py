@@ -28,7 +28,13 @@ from service.imaging.borders import content_box, crop
 from service.imaging.preprocess import as_plane, batch_inputs, equalize, image_view, resize_plane
 from service.inference.coherence import coherent_sentences, kept_text
 from service.inference.grounding import phrase_grounding, sentence_groundings, split_sections
-from service.inference.heatmaps import MapRules, paste, scaled_box, with_leaf_maps
+from service.inference.heatmaps import (
+    MapRules,
+    paste,
+    scaled_box,
+    shifted_medially,
+    with_leaf_maps,
+)
 from service.inference.manifest import Manifest, WeightsError, graph_files, load_manifest
 from service.inference.ort_decoder import OrtDecoder
 from service.inference.search import Decoded
@@ -181,6 +187,7 @@ class OrtEngine:
             "hires_input_size": [1, hires, hires] if (hires := self.manifest.hires_size) else None,
             "entity_views": list(self.manifest.entity_views),
             "map_input": self.map_rules.map_input,
+            "lung_map_medial_shift": self.map_rules.medial_shift,
             "mean": [self.manifest.mean],
             "std": [self.manifest.std],
             "labels": list(self.manifest.labels),
@@ -266,7 +273,10 @@ class OrtEngine:
         probs = 1.0 / (1.0 + np.exp(-logits / self.temperature))
         r = self.map_rules
         return EncoderOutput(
-            with_leaf_maps(outs["node_attn"], r.parent_maps, r.node_areas, r.parent_own_weight),
+            shifted_medially(
+                with_leaf_maps(outs["node_attn"], r.parent_maps, r.node_areas, r.parent_own_weight),
+                r.medial_shift,
+            ),
             probs, outs["prefix"], outs["patch_emb"],
             outs.get("patch_evidence"), logits,
         )  # fmt: skip

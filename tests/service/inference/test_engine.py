@@ -287,6 +287,30 @@ def test_maps_from_the_equalized_image(tiny_weights_dir: Path, engine: OrtEngine
     assert report.grounding_method == "anatomy-pooling-on-equalized-image"
 
 
+def test_medial_shift_moves_only_the_whole_lung_maps(
+    tiny_weights_dir: Path, engine: OrtEngine
+) -> None:
+    """grounding.medial_shift: the shown "right lung" / "left lung" maps are the plain
+    engine's moved toward the midline; every other map, logits and prefix are unchanged."""
+    from model_export.ssacl import anatomy
+    from service.inference.heatmaps import shift_columns
+
+    shifted = OrtEngine.from_weights(tiny_weights_dir, provider="cpu", threads=1)
+    shifted.map_rules = dataclasses.replace(shifted.map_rules, medial_shift=0.05)
+    ims = images()[:2]
+    got, plain = shifted.encode(shifted.preprocess(ims)), engine.encode(engine.preprocess(ims))
+    cols = 0.05 * plain.node_attn.shape[-1]
+    lungs = {anatomy.node_id("right lung"): cols, anatomy.node_id("left lung"): -cols}
+    for n in range(anatomy.NUM_NODES):
+        want = (
+            shift_columns(plain.node_attn[:, n], lungs[n]) if n in lungs else plain.node_attn[:, n]
+        )
+        np.testing.assert_allclose(got.node_attn[:, n], want, atol=1e-6)
+    np.testing.assert_allclose(got.prefix, plain.prefix, atol=1e-6)
+    assert shifted.model_facts["lung_map_medial_shift"] == 0.05
+    assert engine.model_facts["lung_map_medial_shift"] == 0.0
+
+
 def test_ground_skips_the_entity_views(tiny_weights_dir: Path, engine: OrtEngine) -> None:
     """Phrase grounding makes no entity decision: the encoder gets the image alone, and the
     groundings equal a one-view engine's."""

@@ -130,3 +130,38 @@ def test_map_input_rule() -> None:
     assert MapRules.from_manifest({"grounding": {}}).method == "anatomy-pooling"
     with pytest.raises(ValueError, match="map_input"):
         MapRules.from_manifest({"grounding": {"map_input": "clahe"}})
+
+
+def test_shift_columns_moves_mass_by_linear_interpolation() -> None:
+    from service.inference.heatmaps import shift_columns
+
+    row = np.array([[0.0, 4.0, 0.0, 0.0, 2.0]], np.float32)
+    # 0.25 column right: each value keeps 0.75 in place and gives 0.25 to its right neighbour;
+    # the 0.5 leaving the last column is dropped
+    np.testing.assert_allclose(shift_columns(row, 0.25), [[0.0, 3.0, 1.0, 0.0, 1.5]])
+    np.testing.assert_allclose(shift_columns(row, -1.5), [[2.0, 0.0, 1.0, 1.0, 0.0]])
+    np.testing.assert_array_equal(shift_columns(row, 2.0), [[0.0, 0.0, 0.0, 4.0, 0.0]])
+    np.testing.assert_array_equal(shift_columns(row, 0.0), row)
+    np.testing.assert_array_equal(shift_columns(row, 7.0), np.zeros_like(row))
+
+
+def test_medial_shift_moves_the_lung_maps_toward_the_midline() -> None:
+    from model_export.ssacl import anatomy
+    from service.inference.heatmaps import MapRules, shifted_medially
+
+    g = 10
+    maps = np.zeros((2, 32, g, g), np.float32)
+    maps[..., 2] = 1.0 / g  # every node: one column at 20% of the width
+    out = shifted_medially(maps, 0.05)  # half a column
+    right = anatomy.node_id("right lung")  # on the image's left: moved rightwards
+    np.testing.assert_allclose(out[:, right, :, 2:4], np.full((2, g, 2), 0.05))
+    left = anatomy.node_id("left lung")  # on the image's right: moved leftwards
+    np.testing.assert_allclose(out[:, left, :, 1:3], np.full((2, g, 2), 0.05))
+    np.testing.assert_allclose(out.sum(axis=(2, 3)), 1.0, rtol=1e-6)  # no mass leaves here
+    others = ("lungs", "right lower lung zone", "left apical zone", "right atrium", "spine")
+    for name in others:
+        n = anatomy.node_id(name)  # leaves and other nodes: the model's maps
+        np.testing.assert_array_equal(out[:, n], maps[:, n])
+    assert shifted_medially(maps, 0.0) is maps
+    assert MapRules.from_manifest({"grounding": {}}).medial_shift == 0.0
+    assert MapRules.from_manifest({"grounding": {"medial_shift": 0.02}}).medial_shift == 0.02
