@@ -182,6 +182,7 @@ def tune_maps(engine: OrtEngine, n: int, batch: int) -> dict[str, Any]:
 
 EVIDENCE_POWERS = (1.0, 2.0, 4.0, 8.0)
 EVIDENCE_SIGMAS = (0.0, 0.5, 1.0)
+EVIDENCE_SUPPORTS = (0.0, 0.1, 0.2)  # fractions of the region's peak (0: evidence anywhere)
 
 
 def tune_phrase_maps(
@@ -191,29 +192,30 @@ def tune_phrase_maps(
     evidence: np.ndarray,
     rules: MapRules,
 ) -> dict[str, Any]:
-    """The evidence smoothing sigma and power that maximise finding-phrase pointing on
-    validation phantoms (``maps`` (n, 32, g, g) and ``evidence`` (n, 14, g, g) of
+    """The evidence smoothing sigma, power and region support that maximise finding-phrase
+    pointing on validation phantoms (``maps`` (n, 32, g, g) and ``evidence`` (n, 14, g, g) of
     ``phantoms``) under the display ``rules``; ties go to the first in grid order (less
-    smoothing, lower power)."""
+    smoothing, lower power, no support rule)."""
     from model_export.grounding_eval import finding_phrases
     from model_export.metrics.grounding import score_map
     from service.inference.grounding import phrase_density
 
     labels = list(engine.manifest.labels)
-    grid = [(s, p) for s in EVIDENCE_SIGMAS for p in EVIDENCE_POWERS]
-    found: dict[tuple[float, float], list[float]] = {k: [] for k in grid}
+    grid = [(s, p, t) for s in EVIDENCE_SIGMAS for p in EVIDENCE_POWERS for t in EVIDENCE_SUPPORTS]
+    found: dict[tuple[float, float, float], list[float]] = {k: [] for k in grid}
     none = np.zeros((maps.shape[-1] ** 2, 1), np.float32)  # no text fallback is needed here
     for ph, m, ev in zip(phantoms, maps, evidence, strict=True):
         for text, mask in finding_phrases(ph, finding_masks(ph), labels):
-            for s, p in grid:
-                d, _, _ = phrase_density(text, m, ev, none, none[0], labels, p, s)
-                found[s, p].append(score_map(display_grid(d, rules), mask).pointing)
+            for s, p, t in grid:
+                d, _, _ = phrase_density(text, m, ev, none, none[0], labels, p, s, t)
+                found[s, p, t].append(score_map(display_grid(d, rules), mask).pointing)
     if not any(found.values()):
         return {}
     means = {k: float(np.mean(v)) for k, v in found.items()}
-    sigma, power = max(grid, key=lambda k: means[k])
-    return {"evidence_power": power, "evidence_sigma": sigma,
-            "val_phrase_pointing": {f"{s}/{p}": v for (s, p), v in means.items()}}  # fmt: skip
+    sigma, power, support = max(grid, key=lambda k: means[k])
+    pointing = {"/".join(map(str, k)): v for k, v in means.items()}  # "sigma/power/support"
+    return {"evidence_power": power, "evidence_sigma": sigma, "evidence_support": support,
+            "val_phrase_pointing": pointing}  # fmt: skip
 
 
 def _views_option(text: str | None) -> tuple[str, ...]:

@@ -195,8 +195,9 @@ def _phrases(
         patch = np.zeros((g * g, emb.shape[0]), np.float32)
         r = scores.rules
         d, _, _ = phrase_density(
-            text, maps, ev, patch, emb, labels, r.evidence_power, r.evidence_sigma
-        )
+            text, maps, ev, patch, emb, labels, r.evidence_power, r.evidence_sigma,
+            r.evidence_support,
+        )  # fmt: skip
         scores.add_phrase("model", d, mask)
         d_atlas, _, _ = phrase_density(text, atlas.reshape(-1, g, g), None, patch, emb, labels)
         scores.add_phrase("atlas", d_atlas, mask)

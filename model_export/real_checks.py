@@ -5,7 +5,9 @@ of the "right lung" map), vertical order apical < upper < mid < lower < hemidiap
 abdomen on both sides, cardiac silhouette right of the midline, flip consistency (maps of the
 mirrored image vs mirrored maps). An image-free prior passes those; ``shift_follow`` (the
 content moved right by 10% of the width: how far the maps move, 1 = they follow the anatomy,
-0 = they stay put) tells them apart. Used by ``model_export.grounding_eval``.
+0 = they stay put) tells them apart. ``phrase_laterality``: the share of finding phrases that
+name a side ("left pleural effusion") whose phrase map peaks on that side of the image, as
+``POST /v1/ground`` makes it. Used by ``model_export.grounding_eval``.
 """
 
 from __future__ import annotations
@@ -113,6 +115,38 @@ def label_free(maps: np.ndarray, flipped: np.ndarray) -> dict[str, float]:
     }
 
 
+#: Finding phrases naming a side, for :func:`phrase_laterality` (each with its mirror twin).
+SIDE_PHRASES = (
+    "right lower lobe consolidation", "left lower lobe consolidation",
+    "right pleural effusion", "left pleural effusion",
+    "right upper lobe opacity", "left upper lobe opacity",
+    "pneumonia in the right mid lung zone", "pneumonia in the left mid lung zone",
+    "right pneumothorax", "left pneumothorax",
+)  # fmt: skip
+
+
+def phrase_laterality(
+    maps: np.ndarray, evidence: np.ndarray, rules: MapRules, labels: Sequence[str]
+) -> float:
+    """Share of :data:`SIDE_PHRASES` whose phrase map (one image's (32, g, g) maps and
+    (14, g, g) patch evidence, the service's phrase rules) peaks on the named side: the
+    patient's right on the image's left half."""
+    from service.inference.grounding import phrase_density
+
+    g = maps.shape[-1]
+    none = np.zeros((g * g, 1), np.float32)  # every phrase names a region: no text fallback
+    hits = []
+    for text in SIDE_PHRASES:
+        d, _, _ = phrase_density(
+            text, maps, evidence, none, none[0], labels, rules.evidence_power,
+            rules.evidence_sigma, rules.evidence_support,
+        )  # fmt: skip
+        grid = display_grid(d, rules)
+        col = np.unravel_index(int(np.argmax(grid)), grid.shape)[1]
+        hits.append((col < g / 2) == (" right " in f" {text} "))
+    return float(np.mean(hits))
+
+
 SHIFT = 0.1  # fraction of the width the image content is moved right in the shift check
 FOLLOW_NODES = ("right lung", "left lung", "cardiac silhouette")
 
@@ -137,14 +171,17 @@ def shift_follow(maps: np.ndarray, moved: np.ndarray) -> float:
 def evaluate_real(engine: OrtEngine, images: dict[str, np.ndarray], batch: int) -> dict[str, Any]:
     """Label-free checks on real radiographs; per-image rows and the means."""
     names = list(images)
+    rules, labels = engine.map_rules, list(engine.manifest.labels)
     rows: dict[str, dict[str, float]] = {}
     for chunk in batches(names, batch):
         arrs = [images[k] for k in chunk]
-        maps, _ = encode(engine, arrs)
+        maps, evs = encode(engine, arrs)
         flips, _ = encode(engine, [np.ascontiguousarray(a[:, ::-1]) for a in arrs])
         moved, _ = encode(engine, [shifted(a) for a in arrs])
-        for k, m, f, mv in zip(chunk, maps, flips, moved, strict=True):
+        for k, m, ev, f, mv in zip(chunk, maps, evs, flips, moved, strict=True):
             rows[k] = label_free(m, f) | {"shift_follow": shift_follow(m, mv)}
+            if ev.shape[-1] > 1:  # weights with a patch entity head
+                rows[k]["phrase_laterality"] = phrase_laterality(m, ev, rules, labels)
     keys = next(iter(rows.values())).keys() if rows else ()
     mean = {k: float(np.mean([r[k] for r in rows.values()])) for k in keys}
     return {

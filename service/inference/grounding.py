@@ -19,8 +19,9 @@ Choices the release leaves open (``ssacl-method.md`` §3, [INF]), made here; the
   finding alone, the finding's default anatomy); when the phrase mentions a finding and the
   weights have a patch entity head, the region density is multiplied by the patch evidence of
   that finding, smoothed by ``evidence_sigma`` patches and raised to ``evidence_power`` (both
-  chosen on validation phantoms; ``anatomy-map-x-finding-evidence``), so "small
-  right pleural effusion" peaks on the effusion inside the right lung. A phrase naming
+  chosen on validation phantoms; ``anatomy-map-x-finding-evidence``), counted only inside
+  the region's support (density >= ``evidence_support`` x its peak), so "small right pleural
+  effusion" peaks on the effusion inside the right lung, never on the left. A phrase naming
   neither anatomy nor a finding falls back to the release's cosine(patch embedding, phrase
   embedding) (``text-patch-similarity``).
   Best node = the named node whose name embedding is closest to the phrase (all 32 when it
@@ -178,12 +179,16 @@ def phrase_density(
     labels: Sequence[str],
     power: float = 1.0,
     sigma: float = 0.0,
+    support: float = 0.0,
 ) -> tuple[np.ndarray, tuple[int, ...], str]:
     """(g, g) density of one phrase, the nodes it names and the method that made the map.
 
     ``evidence`` (14, g, g) patch finding probabilities (None or all zero: no patch head),
     Gaussian-smoothed by ``sigma`` patches (``MapRules.evidence_sigma``), then raised to
-    ``power`` (``MapRules.evidence_power``); both chosen on validation phantoms.
+    ``power`` (``MapRules.evidence_power``); both chosen on validation phantoms. Evidence
+    counts only where the region's density is >= ``support`` x its peak
+    (``MapRules.evidence_support``; 0: everywhere), so strong evidence outside the named
+    region cannot pull the peak there; with no evidence inside, the region's own map.
     """
     _, findings = stated_findings(phrase)
     named = tuple(dict.fromkeys(sentence_anatomy(phrase, findings)))
@@ -198,7 +203,12 @@ def phrase_density(
     ev = np.mean([evidence[labels.index(f)] for f in findings if f in labels], axis=0)
     if sigma > 0:
         ev = gaussian_smooth(ev, sigma)
-    return density(region * ev**power), named, "anatomy-map-x-finding-evidence"
+    if support > 0:
+        ev = np.where(region >= support * float(region.max()), ev, 0.0)
+    product = region * ev**power
+    if not np.any(product > 0):
+        return region, named, "anatomy-map"
+    return density(product), named, "anatomy-map-x-finding-evidence"
 
 
 def phrase_grounding(
@@ -219,7 +229,7 @@ def phrase_grounding(
     rules = rules or MapRules()
     d, named, method = phrase_density(
         phrase, node_maps, evidence, patch_emb, text_emb, labels, rules.evidence_power,
-        rules.evidence_sigma,
+        rules.evidence_sigma, rules.evidence_support,
     )  # fmt: skip
     area = reference_area(named, rules) if method == "anatomy-map" else None
     grid = display_grid(d, rules, area)

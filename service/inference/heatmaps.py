@@ -59,6 +59,7 @@ class MapRules:
     area_scale: float = 1.0  # membership reference area = area_scale x exp(reference entropy)
     evidence_power: float = 1.0  # phrase map = region x evidence ** this (sharpens the finding)
     evidence_sigma: float = 0.0  # Gaussian sigma (patches) on the patch evidence before the power
+    evidence_support: float = 0.0  # evidence counts where region >= this x its peak (0: anywhere)
     reference_entropy: tuple[float, ...] = ()  # per node, nats; () = flat reference
     node_maps: str = "anatomy-pooling"  # how the node maps were made
     parent_maps: str = "own"  # "own" or "own-and-leaves" (see :func:`with_leaf_maps`)
@@ -99,6 +100,7 @@ class MapRules:
             area_scale=float(g.get("area_scale", 1.0)),
             evidence_power=float(g.get("evidence_power", 1.0)),
             evidence_sigma=float(g.get("evidence_sigma", 0.0)),
+            evidence_support=float(g.get("evidence_support", 0.0)),
             reference_entropy=tuple(float(x) for x in g.get("reference_entropy", ())),
             node_maps=str(g.get("node_maps", "anatomy-pooling")),
             parent_maps=parent_maps,

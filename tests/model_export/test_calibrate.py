@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from model_export.calibrate import EVIDENCE_POWERS, EVIDENCE_SIGMAS, main
+from model_export.calibrate import EVIDENCE_POWERS, EVIDENCE_SIGMAS, EVIDENCE_SUPPORTS, main
 from service.inference.engine import OrtEngine
 
 
@@ -31,6 +31,7 @@ def test_calibrate_writes_thresholds_and_map_rules(weights: Path) -> None:
     assert g["parent_maps"] == "own-and-leaves" and g["parent_own_weight"] == 3.0
     if "evidence_power" in g:  # only weights with a patch entity head tune the phrase maps
         assert g["evidence_power"] in EVIDENCE_POWERS and g["evidence_sigma"] in EVIDENCE_SIGMAS
+        assert g["evidence_support"] in EVIDENCE_SUPPORTS
     engine = OrtEngine.from_weights(weights, provider="cpu", threads=1)  # hashes rewritten
     assert engine.map_rules.parent_maps == "own-and-leaves"
     assert engine.map_rules.parent_own_weight == 3.0

@@ -21,3 +21,28 @@ def test_content_maps_land_on_their_part_of_the_frame() -> None:
     kept = full_frame(probs, (224, 224), (112, 0, 224, 224), mass=False)
     np.testing.assert_allclose(kept[:, :, g // 2 :], 0.25, rtol=1e-5)
     assert full_frame(maps, (100, 80), (0, 0, 80, 100), mass=True) is maps  # whole frame
+
+
+def test_phrase_laterality_counts_peaks_on_the_named_side() -> None:
+    """Right-sided nodes on the image's left, left-sided on its right, evidence everywhere
+    the same but strong on the image's left: the left-sided phrases follow the evidence to
+    the wrong side unless the support rule keeps them in their region."""
+    from model_export.real_checks import SIDE_PHRASES, phrase_laterality
+    from model_export.ssacl import anatomy
+    from service.inference.heatmaps import MapRules
+
+    g = 14
+    maps = np.full((32, g, g), 1e-3, np.float32)
+    for n, name in enumerate(anatomy.NODE_NAMES):
+        if name.startswith("right "):
+            maps[n][:, :6] = 1.0
+        elif name.startswith("left "):
+            maps[n][:, 8:] = 1.0
+    evidence = np.full((14, g, g), 0.3, np.float32)
+    evidence[:, 7, 2] = 0.9  # every finding, strong on the image's left only
+    labels = anatomy.CHEXPERT_LABELS
+    loose = MapRules(smooth_sigma=0.0, evidence_power=8.0)  # the shipped smoothing
+    kept = MapRules(smooth_sigma=0.0, evidence_power=8.0, evidence_support=0.1)
+    assert phrase_laterality(maps, evidence, loose, labels) == 0.5  # every left phrase fails
+    assert phrase_laterality(maps, evidence, kept, labels) == 1.0
+    assert len(SIDE_PHRASES) % 2 == 0

@@ -223,3 +223,37 @@ def test_evidence_sigma_smooths_the_evidence_before_the_power() -> None:
     # smoothing spreads the spike: its neighbours gain, the peak's share falls
     assert smooth[10, 4] / smooth[0, 0] > sharp[10, 4] / sharp[0, 0]
     assert smooth[10, 3] < sharp[10, 3]
+
+
+def test_evidence_support_keeps_the_peak_inside_the_named_region() -> None:
+    """Strong evidence outside the named region (density < support x its peak) is not
+    counted: "right pleural effusion" cannot peak on the left; without evidence inside the
+    region, the region's own map is returned."""
+    from model_export.ssacl.text import sentence_anatomy
+    from service.inference.grounding import phrase_density, stated_findings
+
+    g = 14
+    maps = np.full((32, g, g), 1e-4, np.float32)
+    _, findings = stated_findings("right pleural effusion")
+    named = sentence_anatomy("right pleural effusion", findings)
+    assert named and all("right" in anatomy.NODE_NAMES[n] for n in named)
+    for n in named:  # the named region: the image's left third, density 0.3 of it elsewhere
+        maps[n] = 0.3
+        maps[n][:, :5] = 1.0
+    evidence = np.full((14, g, g), 0.2, np.float32)
+    effusion = anatomy.CHEXPERT_LABELS.index("Pleural Effusion")
+    evidence[effusion, 10, 2] = 0.6  # on the named side
+    evidence[effusion, 10, 11] = 0.9  # stronger, on the other side
+    zeros = np.zeros((g * g, 4), np.float32)
+    args = ("right pleural effusion", maps, evidence, zeros, np.zeros(4, np.float32))
+    labels = anatomy.CHEXPERT_LABELS
+    loose, _, _ = phrase_density(*args, labels, 8.0, 0.0, 0.0)
+    kept, _, method = phrase_density(*args, labels, 8.0, 0.0, 0.5)
+    assert np.unravel_index(np.argmax(loose), loose.shape) == (10, 11)  # (0.9/0.6)^8 x 0.3 > 1
+    assert np.unravel_index(np.argmax(kept), kept.shape) == (10, 2)
+    assert method == "anatomy-map-x-finding-evidence" and not kept[:, 5:].any()
+    # the same region with no evidence in it: the region's map, named as such
+    evidence[effusion, :, :5] = 0.0
+    region, _, method = phrase_density(*args, labels, 8.0, 0.0, 0.5)
+    assert method == "anatomy-map"
+    assert region[0, 0] == pytest.approx(region.max()) and region[0, 10] < region[0, 0]
