@@ -99,12 +99,23 @@ def checked_views(names: Sequence[str]) -> tuple[str, ...]:
     return views
 
 
+def central(pixels: np.ndarray, fraction: float) -> np.ndarray:
+    """The central ``fraction`` of each side of an (H, W) image (a view; the same margin
+    cut on both sides, so mirroring commutes with it)."""
+    if fraction >= 1.0:
+        return pixels
+    h, w = pixels.shape
+    dy, dx = int(h * (1 - fraction) / 2), int(w * (1 - fraction) / 2)
+    return pixels[dy : h - dy, dx : w - dx]
+
+
+def mirrored(plane: np.ndarray) -> np.ndarray:
+    """An (H, W) plane mirrored left-right, C-contiguous."""
+    return np.ascontiguousarray(plane[:, ::-1])
+
+
 def image_view(pixels: np.ndarray, name: str) -> np.ndarray:
     """(H, W) image -> its view ``name`` (:func:`parse_view`), C-contiguous float32."""
     f, flip = parse_view(name)
-    img = as_plane(pixels)
-    if f < 1.0:
-        h, w = img.shape
-        dy, dx = int(h * (1 - f) / 2), int(w * (1 - f) / 2)
-        img = img[dy : h - dy, dx : w - dx]
-    return np.ascontiguousarray(img[:, ::-1] if flip else img)
+    img = central(as_plane(pixels), f)
+    return mirrored(img) if flip else np.ascontiguousarray(img)

@@ -25,7 +25,15 @@ from tokenizers import Tokenizer
 from model_export.ssacl import entities as ent
 from model_export.ssacl.text import tidy_decoded
 from service.imaging.borders import content_box, crop
-from service.imaging.preprocess import as_plane, batch_inputs, equalize, image_view, resize_plane
+from service.imaging.preprocess import (
+    as_plane,
+    batch_inputs,
+    central,
+    equalize,
+    mirrored,
+    parse_view,
+    resize_plane,
+)
 from service.inference.coherence import coherent_sentences, kept_text
 from service.inference.grounding import phrase_grounding, sentence_groundings, split_sections
 from service.inference.heatmaps import (
@@ -221,11 +229,20 @@ class OrtEngine:
         }
         feeds = {name: batch_inputs([(r - mean) / std for r in rs]) for name, rs in resized.items()}
         views = m.entity_views[1:] if entity_views else ()
-        cut = [[image_view(p, v) for p in planes] for v in views]  # view-major, as the feeds
-        for name, side in sizes.items() if views else ():
-            feeds[name + VIEWS_SUFFIX] = batch_inputs([
-                (resize_plane(c, side) - mean) / std for row in cut for c in row
-            ])  # fmt: skip
+        # a mirrored view is its unmirrored crop resized, then mirrored: one resize per crop
+        # (the same pixels within float32 rounding, 6e-8 at most: tests/service/inference)
+        plain: dict[float, dict[str, list[np.ndarray]]] = {1.0: resized}  # by crop fraction
+        rows: list[dict[str, list[np.ndarray]]] = []  # per view (view-major, as the feeds)
+        for v in views:
+            f, flip = parse_view(v)
+            if f not in plain:
+                cut = [central(p, f) for p in planes]
+                plain[f] = {n: [resize_plane(c, side) for c in cut] for n, side in sizes.items()}
+            rows.append({n: [mirrored(r) if flip else r for r in rs] for n, rs in plain[f].items()})
+        for name in sizes if views else ():
+            feeds[name + VIEWS_SUFFIX] = batch_inputs(
+                [(r - mean) / std for row in rows for r in row[name]]
+            )
         if self.map_rules.map_input == "equalized":  # the maps come from ``image`` alone: the
             # other inputs of that row only feed pathology logits, which it does not give
             feeds |= {name + MAPS_SUFFIX: feeds[name] for name in sizes}

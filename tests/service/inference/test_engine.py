@@ -250,6 +250,30 @@ def test_entity_views_average_the_logits_and_keep_the_first_views_maps(
     assert multi.model_facts["map_input"] == "image"
 
 
+def test_mirrored_views_are_the_resized_views_mirrored(
+    tiny_weights_dir: Path, engine: OrtEngine
+) -> None:
+    """The feeds of mirrored views (their crop resized once, then mirrored) equal resizing
+    each mirrored view to float32 rounding; unmirrored views are exact."""
+    from service.imaging.preprocess import VIEWS, image_view, resize_plane
+    from service.inference.engine import VIEWS_SUFFIX
+
+    multi = OrtEngine.from_weights(tiny_weights_dir, provider="cpu", threads=1)
+    multi.manifest = dataclasses.replace(multi.manifest, entity_views=VIEWS)
+    rng = np.random.default_rng(7)
+    ims = [rng.random((301, 517), np.float32), rng.random((1000, 999), np.float32)]
+    got = multi._inputs(ims)["image" + VIEWS_SUFFIX][:, 0]
+    m, side = multi.manifest, multi.manifest.image_size
+    want = [
+        (resize_plane(image_view(im, v), side) - m.mean) / m.std for v in VIEWS[1:] for im in ims
+    ]
+    for k, (g, w) in enumerate(zip(got, want, strict=True)):
+        if VIEWS[1 + k // len(ims)].endswith("flip"):
+            np.testing.assert_allclose(g, w, rtol=0, atol=1e-6)  # 6e-8 of the grey range
+        else:
+            np.testing.assert_array_equal(g, w)
+
+
 def test_entity_views_must_start_with_the_image(tiny_weights_dir: Path) -> None:
     import json
 
