@@ -61,11 +61,12 @@ def prior_boxes(n: int, size: int = 224) -> dict[str, PctBox]:
     return out
 
 
-def _inside(p: tuple[float, float], box: PctBox) -> bool:
+def inside(p: tuple[float, float], box: PctBox) -> bool:
+    """Whether the point ``p`` (x, y percent) lies in ``box`` (end-exclusive)."""
     return box[0] <= p[0] < box[2] and box[1] <= p[1] < box[3]
 
 
-def _marked_images(
+def marked_images(
     boxes_file: Path, root: Path | None
 ) -> tuple[dict[str, Any], list[tuple[str, dict[str, Any], np.ndarray]], list[str]]:
     """The boxes file, its images decoded as the service decodes uploads (relative path,
@@ -86,7 +87,7 @@ def _marked_images(
     return spec, found, missing
 
 
-def _ground_lungs(engine: OrtEngine, img: np.ndarray) -> list[Any]:
+def ground_lungs(engine: OrtEngine, img: np.ndarray) -> list[Any]:
     """The "right lung" and "left lung" groundings of an (H, W) image (heatmaps at 1/4 size)."""
     h, w = img.shape
     return engine.ground(img, list(LUNGS), (max(1, h // 4), max(1, w // 4)))
@@ -101,21 +102,21 @@ def evaluate_lung_boxes(
     """Per image and lung: model and prior IoU and pointing; means; images whose file is
     absent under ``root`` (default: the file's ``root``, relative to the working directory)
     are skipped and listed under ``missing``."""
-    spec, images, missing = _marked_images(boxes_file, root)
+    spec, images, missing = marked_images(boxes_file, root)
     prior = prior_boxes(prior_phantoms)
     rows: list[dict[str, Any]] = []
     for rel, truth, img in images:
-        for g in _ground_lungs(engine, img):
+        for g in ground_lungs(engine, img):
             x0, y0, x1, y1 = (float(v) for v in truth[g.phrase])
             want = (x0, y0, x1, y1)
             box, peak = half_peak_box(g.heatmap)
             p_box = prior[g.phrase]
             rows.append({
                 "image": rel, "lung": g.phrase, "box": [round(v, 1) for v in box],
-                "iou": pct_iou(box, want), "pointing": float(_inside(peak, want)),
+                "iou": pct_iou(box, want), "pointing": float(inside(peak, want)),
                 "laterality": float((peak[0] < 50) == (g.phrase == "right lung")),
                 "prior_iou": pct_iou(p_box, want), "prior_pointing": float(
-                    _inside(((p_box[0] + p_box[2]) / 2, (p_box[1] + p_box[3]) / 2), want)),
+                    inside(((p_box[0] + p_box[2]) / 2, (p_box[1] + p_box[3]) / 2), want)),
             })  # fmt: skip
     keys = ("iou", "pointing", "laterality", "prior_iou", "prior_pointing")
     mean = {k: float(np.mean([r[k] for r in rows])) for k in keys} if rows else {}
@@ -170,20 +171,20 @@ def evaluate_views(
 ) -> dict[str, dict[str, float]]:
     """Mean IoU and peak-in-box of the lung boxes on each :data:`VIEWS` framing of the
     hand-marked images (truth boxes moved with the image)."""
-    _, images, _ = _marked_images(boxes_file, root)
+    _, images, _ = marked_images(boxes_file, root)
     scores: dict[str, list[tuple[float, float]]] = {name: [] for name in VIEWS}
     for _rel, truth, img in images:
         h, w = img.shape
         for name, view in VIEWS.items():
             v, dx, dy, f = view(img)
             vh, vw = v.shape
-            for g in _ground_lungs(engine, v):
+            for g in ground_lungs(engine, v):
                 x0, y0, x1, y1 = (float(t) for t in truth[g.phrase])
                 sx, sy = 100 * f / vw, 100 * f / vh  # original pixels -> view percent
                 want = ((x0 * w / 100 + dx) * sx, (y0 * h / 100 + dy) * sy,
                         (x1 * w / 100 + dx) * sx, (y1 * h / 100 + dy) * sy)  # fmt: skip
                 box, peak = half_peak_box(g.heatmap)
-                scores[name].append((pct_iou(box, want), float(_inside(peak, want))))
+                scores[name].append((pct_iou(box, want), float(inside(peak, want))))
     return {
         name: {
             "iou": float(np.mean([s[0] for s in v])),

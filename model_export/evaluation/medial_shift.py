@@ -25,10 +25,10 @@ import numpy as np
 
 from model_export.evaluation.lung_boxes import (
     BOXES_FILE,
-    _ground_lungs,
-    _inside,
-    _marked_images,
+    ground_lungs,
     half_peak_box,
+    inside,
+    marked_images,
     pct_iou,
 )
 from service.inference.engine import OrtEngine
@@ -46,7 +46,7 @@ def score_shifts(
     """Per shift (fraction of the width): mean IoU and pointing over the marked lungs, the
     per-lung IoUs, and the leave-one-image-out choice and its mean IoU. Images are read under
     ``root`` (default: the boxes file's ``root``, relative to the working directory)."""
-    _, images, missing = _marked_images(boxes_file, root)
+    _, images, missing = marked_images(boxes_file, root)
     if not images:
         raise FileNotFoundError(f"none of the images of {boxes_file} is here: {missing}")
     base = engine.map_rules
@@ -58,12 +58,12 @@ def score_shifts(
             engine.map_rules = dataclasses.replace(base, medial_shift=float(shift))
             col = 0
             for rel, truth, img in images:
-                for g in _ground_lungs(engine, img):
+                for g in ground_lungs(engine, img):
                     x0, y0, x1, y1 = (float(v) for v in truth[g.phrase])
                     want = (x0, y0, x1, y1)
                     box, peak = half_peak_box(g.heatmap)
                     iou[j, col] = pct_iou(box, want)
-                    point[j, col] = float(_inside(peak, want))
+                    point[j, col] = float(inside(peak, want))
                     if j == 0:
                         lungs.append((rel, g.phrase))
                     col += 1

@@ -21,7 +21,8 @@ Choices the release leaves open (``ssacl-method.md`` §3, [INF]), made here; the
   that finding, smoothed by ``evidence_sigma`` patches and raised to ``evidence_power`` (both
   chosen on validation phantoms; ``anatomy-map-x-finding-evidence``), counted only inside
   the region's support (density >= ``evidence_support`` x its peak), so "small right pleural
-  effusion" peaks on the effusion inside the right lung, never on the left. A phrase naming
+  effusion" peaks on the effusion inside the right lung, not on a stronger one elsewhere.
+  A phrase naming
   neither anatomy nor a finding falls back to the release's cosine(patch embedding, phrase
   embedding) (``text-patch-similarity``).
   Best node = the named node whose name embedding is closest to the phrase (all 32 when it

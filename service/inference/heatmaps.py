@@ -9,6 +9,9 @@ The rules (constants come from the manifest's ``grounding`` section, see :class:
   "lungs") is its own map mixed with its leaves' maps by reference area, its own counted
   ``parent_own_weight`` times (:func:`with_leaf_maps`), so it covers what its parts cover;
   ``own`` keeps the pooled map alone.
+* **Whole-lung medial shift** (``medial_shift``): the shown "right lung" / "left lung" maps
+  are moved toward the image's midline by that fraction of the width (:func:`shifted_medially`),
+  a calibration on real adult films, where they sat outwards (``docs/GROUNDING.md``).
 * **No stretch.** Maps are smoothed (Gaussian, sigma in patches), then shown on a fixed scale,
   never min-max stretched, so a flat map stays flat and dim:
   - an anatomy map as **membership** ``1 - 2 ** (-p * A)``: p is the patch's share of the
