@@ -315,7 +315,7 @@ def test_medial_shift_moves_only_the_whole_lung_maps(
     tiny_weights_dir: Path, engine: OrtEngine
 ) -> None:
     """grounding.medial_shift: the shown "right lung" / "left lung" maps are the plain
-    engine's moved toward the midline; every other map, logits and prefix are unchanged."""
+    engine's moved toward the midline; every other map and the prefix are unchanged."""
     from model_export.ssacl import anatomy
     from service.inference.heatmaps import shift_columns
 
