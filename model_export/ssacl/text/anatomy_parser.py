@@ -3,7 +3,8 @@
 Two sources, combined and reduced to the deepest nodes (``anatomy.deepest``):
 
 1. Anatomy the sentence names, via ``mentions.find_mentions`` after normalising laterality:
-   "right-sided" -> "right", coordinated zones ("right upper and lower lobes" -> both right
+   "right-sided" -> "right", side abbreviations before an anatomy word ("R lung", "lt. base"
+   -> "right lung", "left base"), coordinated zones ("right upper and lower lobes" -> both right
    zones, "right and left lower lobes" -> both lower zones), and zone words without a side
    ("lower lobe", "base", "apex") take the side(s) named elsewhere in the sentence, or both.
 2. Default anatomy of the sentence's findings (``FINDING_DEFAULTS``), resolved to the sides the
@@ -67,7 +68,16 @@ DEVICE_DEFAULTS: tuple[tuple[re.Pattern[str], str], ...] = (
 _ZONE = r"(?:upper|mid|middle|lower)"
 _LOBE = r"(?:lobes?|zones?|lungs?|lung zones?|lung fields?)"
 _Repl = str | Callable[[re.Match[str]], str]
+#: Words a side abbreviation ("R", "Lt.") may stand before and still mean a side ("2 L nasal
+#: cannula" stays litres).
+_SIDE_NOUNS = (
+    r"(?:lung|upper|mid|middle|lower|base|basilar|apex|apical|hil(?:um|ar)|hemithorax|"
+    r"hemidiaphragm|pleural|effusion|costophrenic|cp|clavicle|side|sided|lobe|chest|"
+    r"pneumothorax)"
+)
 _SIDED_PHRASES: tuple[tuple[re.Pattern[str], _Repl], ...] = (
+    (re.compile(rf"\b(?:rt|r)(?:\. ?| )(?={_SIDE_NOUNS}\b)"), "right "),  # "R lung", "rt. base"
+    (re.compile(rf"\b(?:lt|l)(?:\. ?| )(?={_SIDE_NOUNS}\b)"), "left "),
     (re.compile(r"\b(right|left)[- ]sided\b"), r"\1"),
     # "right upper and lower lobes" -> "right upper lobes and right lower lobes";
     # "right upper and left lower lobes" -> "right upper lobes and left lower lobes"
@@ -103,7 +113,7 @@ _UNSIDED_ZONES: tuple[tuple[re.Pattern[str], str], ...] = (
 
 def sentence_sides(text: str) -> tuple[str, ...]:
     """Sides a sentence names: ('right',), ('left',), ('right', 'left') or ()."""
-    low = text.lower()
+    low = _normalise(text)  # idempotent: the parser passes normalised text too
     both = re.search(r"\b(?:bilateral\w*|both|bi(?:basilar|apical|basal|lateral)\w*)\b", low)
     right = both or re.search(r"\bright\b", low)
     left = both or re.search(r"\bleft\b", low)

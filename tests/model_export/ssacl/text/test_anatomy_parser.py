@@ -60,6 +60,12 @@ def names(sentence: str, findings: list[str] | None = None) -> set[str]:
         ("Widened mediastinum.", {"mediastinum"}),
         ("Pulmonary edema.", {"lungs"}),
         ("Patchy opacity in the left lung.", {"left lung"}),
+        ("R pleural effusion.", {"right costophrenic angle"}),  # side abbreviations
+        ("Rt. base atelectasis.", {"right lower lung zone"}),
+        ("Opacity in the L lung.", {"left lung"}),
+        ("lt.lower lobe opacity", {"left lower lung zone"}),
+        ("L CP angle blunting.", {"left costophrenic angle"}),
+        ("R/O pneumothorax.", {"right apical zone", "left apical zone"}),  # rule out, no side
         ("Comparison XXXX.", set()),
         ("No acute cardiopulmonary abnormality.", set()),
     ],
@@ -95,6 +101,9 @@ def test_sides() -> None:
     assert sentence_sides("Bilateral effusions.") == ("right", "left")
     assert sentence_sides("Bibasilar opacities.") == ("right", "left")
     assert sentence_sides("Heart enlarged.") == ()
+    assert sentence_sides("R lung clear, L effusion.") == ("right", "left")
+    assert sentence_sides("Rt side.") == ("right",)
+    assert sentence_sides("On 2 L nasal cannula.") == ()  # litres, not a side
 
 
 def test_every_finding_has_a_default_on_its_roots() -> None:
