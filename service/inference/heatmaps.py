@@ -73,8 +73,10 @@ class MapRules:
 
     @property
     def method(self) -> str:
-        """What made the node maps, as responses name it (``grounding_method``)."""
-        return self.node_maps + ("-on-equalized-image" if self.map_input == "equalized" else "")
+        """What made the node maps, as responses name it (``grounding_method``): e.g.
+        "anatomy-pooling-on-equalized-image+lung-medial-shift" (the whole-lung maps moved)."""
+        eq = "-on-equalized-image" if self.map_input == "equalized" else ""
+        return self.node_maps + eq + ("+lung-medial-shift" if self.medial_shift else "")
 
     @property
     def node_areas(self) -> tuple[float, ...]:

@@ -164,4 +164,8 @@ def test_medial_shift_moves_the_lung_maps_toward_the_midline() -> None:
         np.testing.assert_array_equal(out[:, n], maps[:, n])
     assert shifted_medially(maps, 0.0) is maps
     assert MapRules.from_manifest({"grounding": {}}).medial_shift == 0.0
-    assert MapRules.from_manifest({"grounding": {"medial_shift": 0.02}}).medial_shift == 0.02
+    shifted = MapRules.from_manifest(
+        {"grounding": {"medial_shift": 0.02, "map_input": "equalized"}}
+    )
+    assert shifted.medial_shift == 0.02
+    assert shifted.method == "anatomy-pooling-on-equalized-image+lung-medial-shift"
