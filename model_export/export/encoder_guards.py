@@ -29,9 +29,8 @@ from typing import Any
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
 
-from model_export.export.graph_splice import prune
+from model_export.export.graph_splice import constant_value, prune
 
 RECORD = "encoder_guards"
 #: ``EncoderOutput`` arrays compared by the migration (``evidence`` and ``logits`` may be None)
@@ -40,15 +39,10 @@ ENCODE_FIELDS = ("node_attn", "entity_probs", "prefix", "patch_emb", "evidence",
 
 def _zero_constant(model: onnx.ModelProto, name: str) -> bool:
     """Whether ``name`` is an initializer or ``Constant`` output whose values are all 0."""
-    for t in model.graph.initializer:
-        if t.name == name:
-            return not np.any(numpy_helper.to_array(t))
-    for n in model.graph.node:
-        if n.op_type == "Constant" and n.output[0] == name and len(n.attribute) == 1:
-            a = n.attribute[0]
-            if a.name == "value":
-                return not np.any(numpy_helper.to_array(a.t))
-    return False
+    try:
+        return not np.any(constant_value(model, name))
+    except KeyError:
+        return False
 
 
 def nan_guards(model: onnx.ModelProto) -> dict[str, str]:

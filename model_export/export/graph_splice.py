@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+import numpy as np
 import onnx
-from onnx import helper
+from onnx import helper, numpy_helper
 
 FINAL_TOKENS_NODE = "/patch_entity/norm/LayerNormalization"
 
@@ -48,6 +49,20 @@ def with_outputs(model: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProt
                 helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None)
             )
     return out
+
+
+def constant_value(model: onnx.ModelProto, name: str) -> np.ndarray:
+    """Value of the initializer ``name`` or of the ``Constant`` node (tensor ``value``) whose
+    output it is; KeyError when ``name`` is neither."""
+    for t in model.graph.initializer:
+        if t.name == name:
+            return numpy_helper.to_array(t)
+    for n in model.graph.node:
+        if n.op_type == "Constant" and n.output[0] == name:
+            if len(n.attribute) == 1 and n.attribute[0].name == "value":
+                return numpy_helper.to_array(n.attribute[0].t)
+            raise KeyError(f"{name} is a Constant without a tensor value")
+    raise KeyError(name)
 
 
 def prune(graph: onnx.GraphProto) -> int:

@@ -30,11 +30,10 @@ from collections.abc import MutableSequence, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import helper
 
-from model_export.export.graph_splice import prune
+from model_export.export.graph_splice import constant_value, prune
 
 STACKED = "context"
 STEP_STACKS = ("context", "past")  # stacked inputs of a shared-context step graph
@@ -44,17 +43,6 @@ STEP_OUTPUT = "present"  # its stacked output
 def part_name(name: str, j: int) -> str:
     """Input name of slot ``j`` of the stacked input ``name``: ``context.3``."""
     return f"{name}.{j}"
-
-
-def _constant(model: onnx.ModelProto, name: str) -> np.ndarray:
-    """Value of an initializer or ``Constant`` node output; KeyError when not constant."""
-    for t in model.graph.initializer:
-        if t.name == name:
-            return numpy_helper.to_array(t)
-    for n in model.graph.node:
-        if n.op_type == "Constant" and n.output[0] == name:
-            return numpy_helper.to_array(helper.get_attribute_value(n.attribute[0]))
-    raise KeyError(name)
 
 
 def _axis(node: onnx.NodeProto) -> int:
@@ -114,7 +102,7 @@ def unstack_input(model: onnx.ModelProto, name: str = STACKED) -> onnx.ModelProt
         if sl.op_type != "Slice" or sl.input[0] != name:
             raise ValueError(f"{name!r} is read by {sl.op_type} {sl.name!r}, not Slice")
         try:
-            starts, _, axes, *steps = (_constant(out, x) for x in sl.input[1:])
+            starts, _, axes, *steps = (constant_value(out, x) for x in sl.input[1:])
         except KeyError as exc:
             raise ValueError(f"Slice {sl.name!r} has non-constant bounds") from exc
         if axes.tolist() != [0] or (steps and steps[0].tolist() != [1]):
@@ -122,7 +110,7 @@ def unstack_input(model: onnx.ModelProto, name: str = STACKED) -> onnx.ModelProt
         for ga in users.get(sl.output[0], []):
             if ga.op_type != "Gather" or _axis(ga) != 0 or ga.input[0] != sl.output[0]:
                 raise ValueError(f"slice {sl.name!r} is read by {ga.op_type}, not Gather axis 0")
-            index = _constant(out, ga.input[1])
+            index = constant_value(out, ga.input[1])
             if index.ndim != 0 or ga.output[0] in outputs:
                 raise ValueError(f"Gather {ga.name!r} does not take one slot")
             j = int(starts[0]) + int(index)
@@ -159,7 +147,7 @@ def unstack_output(model: onnx.ModelProto, name: str) -> onnx.ModelProto:
         if un is None or un.op_type != "Unsqueeze":
             raise ValueError(f"slot {j} of {name!r} is not an Unsqueeze")
         axes = (
-            _constant(out, un.input[1]).tolist()
+            constant_value(out, un.input[1]).tolist()
             if len(un.input) > 1
             else list(next(a.ints for a in un.attribute if a.name == "axes"))
         )
