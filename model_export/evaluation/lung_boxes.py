@@ -66,6 +66,13 @@ def inside(p: tuple[float, float], box: PctBox) -> bool:
     return box[0] <= p[0] < box[2] and box[1] <= p[1] < box[3]
 
 
+def score_lung(heat: np.ndarray, want: PctBox) -> tuple[float, float, PctBox, tuple[float, float]]:
+    """The protocol on one returned heatmap against its true box (percent): IoU of the
+    half-peak box, peak inside the box (1.0 / 0.0), that box and the peak."""
+    box, peak = half_peak_box(heat)
+    return pct_iou(box, want), float(inside(peak, want)), box, peak
+
+
 def marked_images(
     boxes_file: Path, root: Path | None
 ) -> tuple[dict[str, Any], list[tuple[str, dict[str, Any], np.ndarray]], list[str]]:
@@ -109,11 +116,11 @@ def evaluate_lung_boxes(
         for g in ground_lungs(engine, img):
             x0, y0, x1, y1 = (float(v) for v in truth[g.phrase])
             want = (x0, y0, x1, y1)
-            box, peak = half_peak_box(g.heatmap)
+            iou, pointing, box, peak = score_lung(g.heatmap, want)
             p_box = prior[g.phrase]
             rows.append({
                 "image": rel, "lung": g.phrase, "box": [round(v, 1) for v in box],
-                "iou": pct_iou(box, want), "pointing": float(inside(peak, want)),
+                "iou": iou, "pointing": pointing,
                 "laterality": float((peak[0] < 50) == (g.phrase == "right lung")),
                 "prior_iou": pct_iou(p_box, want), "prior_pointing": float(
                     inside(((p_box[0] + p_box[2]) / 2, (p_box[1] + p_box[3]) / 2), want)),
@@ -183,8 +190,7 @@ def evaluate_views(
                 sx, sy = 100 * f / vw, 100 * f / vh  # original pixels -> view percent
                 want = ((x0 * w / 100 + dx) * sx, (y0 * h / 100 + dy) * sy,
                         (x1 * w / 100 + dx) * sx, (y1 * h / 100 + dy) * sy)  # fmt: skip
-                box, peak = half_peak_box(g.heatmap)
-                scores[name].append((pct_iou(box, want), float(inside(peak, want))))
+                scores[name].append(score_lung(g.heatmap, want)[:2])
     return {
         name: {
             "iou": float(np.mean([s[0] for s in v])),

@@ -26,10 +26,8 @@ import numpy as np
 from model_export.evaluation.lung_boxes import (
     BOXES_FILE,
     ground_lungs,
-    half_peak_box,
-    inside,
     marked_images,
-    pct_iou,
+    score_lung,
 )
 from service.inference.engine import OrtEngine
 from service.inference.manifest import MANIFEST_NAME, write_manifest
@@ -61,9 +59,7 @@ def score_shifts(
                 for g in ground_lungs(engine, img):
                     x0, y0, x1, y1 = (float(v) for v in truth[g.phrase])
                     want = (x0, y0, x1, y1)
-                    box, peak = half_peak_box(g.heatmap)
-                    iou[j, col] = pct_iou(box, want)
-                    point[j, col] = float(inside(peak, want))
+                    iou[j, col], point[j, col], _, _ = score_lung(g.heatmap, want)
                     if j == 0:
                         lungs.append((rel, g.phrase))
                     col += 1
